@@ -108,26 +108,27 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def to_flag(name: str, value) -> str:
-    """The command-line flag that sets field `name` to `value`."""
-    flag = name.replace("_", "-")
-    if isinstance(value, bool):
-        return f"--{flag}" if value else f"--no-{flag}"
-    return f"--{flag} {value}"
+def reproduce_command(args: Args) -> str:
+    """The command line that repeats this run: every flag, defaults included."""
+    flags = []
+    for name, value in vars(args).items():
+        flag = name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"--{flag}" if value else f"--no-{flag}")
+        elif value is not None:
+            flags.append(f"--{flag} {value}")
+    return f"python {os.path.basename(__file__)} " + " ".join(flags)
 
 
 def make_env(env_id: str, num_envs: int, capture_video: bool = False, run_name: str = "") -> gym.vector.VectorEnv:
     """num_envs copies of env_id that reset in the same step as an episode ends (its last obs is in info["final_obs"])
     and report each episode's return and length in info["episode"]."""
-    envs = gym.make_vec(
-        env_id,
-        num_envs,
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-        render_mode="rgb_array" if capture_video else None,
-    )
+    autoreset = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
     if capture_video:
+        envs = gym.make_vec(env_id, num_envs, "sync", autoreset, render_mode="rgb_array")
         envs = gym.wrappers.vector.RecordVideo(envs, f"videos/{run_name}")
+    else:
+        envs = gym.make_vec(env_id, num_envs, "sync", autoreset)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
@@ -263,7 +264,7 @@ def rollout(envs, agent: Agent, normalizer: Normalizer, next_obs: torch.Tensor, 
 
 
 def evaluate(model_path: str, env_id: str, episodes: int, device: torch.device) -> list[float]:
-    """Returns of the saved policy's mean action (argmax for Discrete), with the training run's frozen obs statistics."""
+    """Returns of the saved policy's mean action (argmax if Discrete), with the training run's frozen obs statistics."""
     checkpoint = torch.load(model_path, map_location=device, weights_only=False)
     envs = make_env(env_id, 1)
     agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space).to(device)
@@ -291,15 +292,12 @@ def main(args: Args) -> list[float]:
     if error := check_args(args):
         raise SystemExit(f"{args.exp_name}: error: {error}")
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    command = "python " + " ".join(
-        [f"{args.exp_name}.py"] + [to_flag(k, v) for k, v in vars(args).items() if v is not None]
-    )
+    command = reproduce_command(args)
     print(command)
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text("command", command)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    )
+    table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
 
     random.seed(args.seed)
     np.random.seed(args.seed)

@@ -1,0 +1,84 @@
+"""Shared fixtures: the scripts under test, tiny run settings, and small test environments."""
+
+import importlib
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = [name for name in ("pg", "npg", "trpo", "ppo_clip", "ppo_kl") if (ROOT / f"{name}.py").exists()]
+
+
+@pytest.fixture(params=SCRIPTS)
+def script(request):
+    """Each of the five scripts, imported as a module."""
+    return importlib.import_module(request.param)
+
+
+def tiny_args(module, **overrides):
+    """Args for a run of a few seconds."""
+    defaults = dict(total_timesteps=256, num_envs=2, num_steps=64)
+    return module.Args(**{**defaults, **overrides})
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Runs the test inside a temporary folder, so that runs/ lands there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+class CounterEnv(gym.Env):
+    """obs = [episode id, step in the episode]; reward 1; terminates with probability 0.1 per step.
+
+    Episode ids are unique across the envs of a vector env, so a transition whose two ends belong to different
+    episodes is visible in its observations."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float64)
+    action_space = gym.spaces.Discrete(2)
+    next_id = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        CounterEnv.next_id += 1
+        self.episode, self.t = CounterEnv.next_id, 0
+        return np.array([self.episode, self.t], dtype=np.float64), {}
+
+    def step(self, action):
+        self.t += 1
+        terminated = bool(self.np_random.random() < 0.1)
+        return np.array([self.episode, self.t], dtype=np.float64), 1.0, terminated, False, {}
+
+
+class ConstantEnv(gym.Env):
+    """Reward 1 forever from a single state: V(s) = 1/(1 − γ) exactly, and every episode ends by truncation."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float64)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1), {}
+
+    def step(self, action):
+        return np.zeros(1), 1.0, False, False, {}
+
+
+gym.register("Counter-v0", entry_point=CounterEnv, max_episode_steps=12)
+gym.register("Constant-v0", entry_point=ConstantEnv, max_episode_steps=7)
+
+
+def _counter_with(**spaces):
+    env = CounterEnv()
+    vars(env).update(spaces)
+    return env
+
+
+gym.register(
+    "MultiDiscreteActions-v0", entry_point=lambda: _counter_with(action_space=gym.spaces.MultiDiscrete([2, 3]))
+)
+gym.register(
+    "DictObs-v0", entry_point=lambda: _counter_with(observation_space=gym.spaces.Dict({"x": gym.spaces.Discrete(2)}))
+)

@@ -1,0 +1,270 @@
+"""What every script shares: GAE, the rollout over gymnasium vector envs, the policy heads, the CLI, seeding, errors.
+
+Each test runs against every script that exists, since each script carries its own copy of this code."""
+
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, tiny_args
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+def naive_gae(rewards, values, next_values, dones, gamma, lam):
+    """Â_t = Σ_l (γλ)^l δ_{t+l}, summed term by term up to the end of t's episode or of the batch."""
+    T, N = rewards.shape
+    delta = rewards + gamma * next_values - values
+    advantages = np.zeros((T, N))
+    for n in range(N):
+        for t in range(T):
+            for l in range(T - t):
+                advantages[t, n] += (gamma * lam) ** l * delta[t + l, n]
+                if dones[t + l, n]:
+                    break
+    return advantages
+
+
+def random_batch(T=20, N=3, seed=0):
+    rng = np.random.default_rng(seed)
+    dones = (rng.random((T, N)) < 0.2).astype(np.float64)
+    terminations = dones * (rng.random((T, N)) < 0.5)
+    next_values = rng.normal(size=(T, N)) * (1 - terminations)
+    return rng.normal(size=(T, N)), rng.normal(size=(T, N)), next_values, dones
+
+
+def gae(script, rewards, values, next_values, dones, gamma, lam):
+    tensors = [torch.tensor(x) for x in (rewards, values, next_values, dones)]
+    return script.compute_gae(*tensors, gamma, lam).numpy()
+
+
+@pytest.mark.parametrize("gamma, lam", [(0.99, 0.95), (0.9, 0.5), (1.0, 1.0), (0.99, 0.0)])
+def test_gae_matches_definition_across_episode_boundaries(script, gamma, lam):
+    batch = random_batch()
+    assert batch[3].sum(0).min() >= 1, "every env should cross an episode boundary"
+    np.testing.assert_allclose(gae(script, *batch, gamma, lam), naive_gae(*batch, gamma, lam), rtol=1e-10, atol=1e-12)
+
+
+def test_gae_lambda_0_is_td_error(script):
+    rewards, values, next_values, dones = random_batch(seed=1)
+    expected = rewards + 0.97 * next_values - values
+    np.testing.assert_allclose(gae(script, rewards, values, next_values, dones, 0.97, 0.0), expected, atol=1e-12)
+
+
+def test_gae_lambda_1_is_reward_to_go_minus_baseline(script):
+    """One episode of T steps that terminates at the end: Â_t = Σ_{k≥t} γ^{k−t} r_k − V(s_t)."""
+    T, gamma = 15, 0.95
+    rng = np.random.default_rng(2)
+    rewards, values = rng.normal(size=(T, 1)), rng.normal(size=(T, 1))
+    next_values = np.vstack([values[1:], [[0.0]]])
+    dones = np.zeros((T, 1))
+    dones[-1] = 1
+    reward_to_go = np.array([sum(gamma ** (k - t) * rewards[k, 0] for k in range(t, T)) for t in range(T)])
+    advantages = gae(script, rewards, values, next_values, dones, gamma, 1.0)
+    np.testing.assert_allclose(advantages[:, 0], reward_to_go - values[:, 0], atol=1e-12)
+
+
+def rollout(script, env_id, num_envs, num_steps, seed=0, critic_bias=None):
+    """A real rollout of the script's untrained agent in the script's own vector env."""
+    torch.manual_seed(seed)
+    envs = script.make_env(env_id, num_envs)
+    agent = script.Agent(envs.single_observation_space.shape[0], envs.single_action_space)
+    if critic_bias is not None:  # a critic that outputs the constant critic_bias everywhere
+        torch.nn.init.zeros_(agent.critic[-1].weight)
+        torch.nn.init.constant_(agent.critic[-1].bias, critic_bias)
+    normalizer = script.Normalizer(envs.single_observation_space.shape[0], num_envs, 0.99, False, False)
+    raw_obs, _ = envs.reset(seed=seed)
+    next_obs = torch.tensor(raw_obs, dtype=torch.float32)
+    batch = script.rollout(envs, agent, normalizer, next_obs, num_steps)
+    envs.close()
+    return agent, batch
+
+
+def test_no_transition_spans_two_episodes(script):
+    """Counter-v0's obs is [episode id, step]: every stored (obs, next_obs) pair must be one step of one episode."""
+    _, (obs, next_obss, _, _, _, terminations, dones, _, episodes) = rollout(script, "Counter-v0", 3, 60)
+    assert dones.sum() >= 10 and terminations.sum() >= 3 and (dones - terminations).sum() >= 3
+    np.testing.assert_array_equal(next_obss[..., 0], obs[..., 0])  # same episode
+    np.testing.assert_array_equal(next_obss[..., 1], obs[..., 1] + 1)  # the next step of it
+    # After a done step, the env continues from a fresh episode's first observation.
+    assert (obs[1:, :, 1][dones[:-1].bool()] == 0).all()
+    assert (obs[1:, :, 0][dones[:-1].bool()] != obs[:-1, :, 0][dones[:-1].bool()]).all()
+    # Truncation (the 12-step time limit) is a done but not a termination.
+    truncated = (dones - terminations).bool()
+    assert (next_obss[..., 1][truncated] == 12).all()
+    assert len(episodes) == int(dones.sum())
+
+
+def test_truncated_constant_reward_has_zero_advantage(script):
+    """Reward 1 forever, truncated every 7 steps, with the true V = 1/(1 − γ): every Â_t is 0, the last step's too.
+    Treating truncation as termination would give Â = −γ·V at each truncated step."""
+    gamma = 0.9
+    agent, (obs, next_obss, _, _, rewards, terminations, dones, _, _) = rollout(
+        script, "Constant-v0", 2, 21, critic_bias=1 / (1 - gamma)
+    )
+    assert dones.sum() == 6 and terminations.sum() == 0
+    with torch.no_grad():
+        values = agent.value(obs)
+        next_values = agent.value(next_obss) * (1 - terminations)
+    advantages = script.compute_gae(rewards, values, next_values, dones, gamma, 0.95)
+    torch.testing.assert_close(advantages, torch.zeros_like(advantages), atol=1e-4, rtol=0)
+
+
+def test_categorical_head_matches_closed_form(script):
+    agent = script.Agent(4, gym.spaces.Discrete(3))
+    obs = torch.randn(5, 4)
+    logits = agent.actor(obs)
+    p = torch.exp(logits) / torch.exp(logits).sum(-1, keepdim=True)
+    dist = agent.dist(obs)
+    actions = torch.tensor([0, 1, 2, 1, 0])
+    torch.testing.assert_close(dist.log_prob(actions), torch.log(p[torch.arange(5), actions]))
+    torch.testing.assert_close(dist.entropy(), -(p * torch.log(p)).sum(-1))
+
+
+def test_gaussian_head_matches_closed_form(script):
+    agent = script.Agent(4, gym.spaces.Box(-1.0, 1.0, (2,)))
+    with torch.no_grad():
+        agent.actor_logstd.copy_(torch.tensor([-0.5, 0.3]))
+    obs, actions = torch.randn(5, 4), torch.randn(5, 2)
+    mu, log_sigma = agent.actor(obs), agent.actor_logstd
+    expected = (-0.5 * ((actions - mu) / log_sigma.exp()) ** 2 - log_sigma - 0.5 * math.log(2 * math.pi)).sum(-1)
+    dist = agent.dist(obs)
+    torch.testing.assert_close(dist.log_prob(actions), expected)
+    torch.testing.assert_close(dist.entropy(), (0.5 * math.log(2 * math.pi * math.e) + log_sigma).sum().expand(5))
+    assert any(p is agent.actor_logstd for p in agent.policy_parameters())
+    assert not any(p is q for p in agent.policy_parameters() for q in agent.critic.parameters())
+
+
+def test_normalizer_matches_batch_statistics(script):
+    rng = np.random.default_rng(0)
+    data = rng.normal(3.0, 2.0, size=(50, 4, 3))
+    normalizer = script.Normalizer(3, 4, 0.99, True, False)
+    for batch in data:
+        normalizer.obs(batch, update=True)
+    flat = data.reshape(-1, 3)
+    np.testing.assert_allclose(normalizer.obs_mean, flat.mean(0), rtol=1e-4)
+    np.testing.assert_allclose(normalizer.obs_var, flat.var(0), rtol=1e-4)
+
+
+def test_help(script):
+    result = subprocess.run(
+        [sys.executable, f"{script.__name__}.py", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "--env-id" in result.stdout and "--total-timesteps" in result.stdout
+
+
+REQUIRED_KEYS = {
+    "charts/episodic_return",
+    "charts/episodic_length",
+    "charts/SPS",
+    "losses/value_loss",
+    "losses/policy_loss",
+    "losses/entropy",
+    "losses/explained_variance",
+    "losses/kl",
+}
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_short_run_writes_tensorboard_keys(script, in_tmp, env_id):
+    script.main(tiny_args(script, env_id=env_id, total_timesteps=512, num_steps=128))
+    (run,) = (in_tmp / "runs").iterdir()
+    assert run.name.startswith(f"{env_id}__{script.__name__}__1__")
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert REQUIRED_KEYS <= set(events.Tags()["scalars"])
+    assert set(getattr(script, "EXTRA_KEYS", ())) <= set(events.Tags()["scalars"])
+    assert {"command", "hyperparameters"} <= {tag.split("/")[0] for tag in events.Tags()["tensors"]}
+
+
+def train_and_load(script, **overrides):
+    """Trains briefly with --save-model in the current folder; returns the checkpoint and the episodic returns."""
+    returns = script.main(tiny_args(script, save_model=True, total_timesteps=1024, num_steps=256, **overrides))
+    (path,) = Path("runs").glob("*/*.model")
+    checkpoint = torch.load(path, weights_only=False)
+    shutil.rmtree("runs")
+    return checkpoint, returns
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_same_seed_same_run(script, in_tmp, env_id):
+    first, returns_first = train_and_load(script, env_id=env_id, seed=3)
+    second, returns_second = train_and_load(script, env_id=env_id, seed=3)
+    other, _ = train_and_load(script, env_id=env_id, seed=4)
+    assert returns_first == returns_second and len(returns_first) > 0
+    for name, weight in first["agent"].items():
+        assert torch.equal(weight, second["agent"][name]), name
+    assert not all(torch.equal(w, other["agent"][name]) for name, w in first["agent"].items())
+    for name, stat in first["normalizer"].items():
+        np.testing.assert_array_equal(stat, second["normalizer"][name])
+
+
+def test_evaluation_reuses_training_obs_statistics(script, in_tmp):
+    """evaluate() must give what the saved policy gets on observations normalised by the saved statistics."""
+    checkpoint, _ = train_and_load(script, env_id="Pendulum-v1")
+    stats = checkpoint["normalizer"]
+    assert stats["norm_obs"] and stats["obs_count"] > 1000 and np.abs(stats["obs_mean"]).max() > 1e-3
+    torch.save(checkpoint, "model")
+    (evaluated,) = script.evaluate("model", "Pendulum-v1", 1, torch.device("cpu"))
+
+    def replay(mean, var):
+        env = gym.make("Pendulum-v1")
+        agent = script.Agent(3, env.action_space)
+        agent.load_state_dict(checkpoint["agent"])
+        raw, _ = env.reset(seed=checkpoint["args"]["seed"] + 10_000)
+        total, done = 0.0, False
+        while not done:
+            obs = torch.tensor(np.clip((raw - mean) / np.sqrt(var + 1e-8), -10, 10), dtype=torch.float32)
+            with torch.no_grad():
+                action = agent.dist(obs).mean.numpy().clip(-2.0, 2.0)
+            raw, reward, terminated, truncated, _ = env.step(action)
+            total, done = total + reward, terminated or truncated
+        return total
+
+    assert evaluated == pytest.approx(replay(stats["obs_mean"], stats["obs_var"]), rel=1e-5)
+    assert evaluated != pytest.approx(replay(np.zeros(3), np.ones(3)), rel=1e-3)
+
+
+BAD_ARGS = [
+    (dict(env_id="NoSuchEnv-v0"), "NoSuchEnv-v0"),
+    (dict(env_id="MultiDiscreteActions-v0"), "MultiDiscrete"),
+    (dict(env_id="DictObs-v0"), "Dict"),
+    (dict(env_id="FrozenLake-v1"), "Discrete"),
+    (dict(total_timesteps=0), "--total-timesteps"),
+    (dict(num_envs=-1), "--num-envs"),
+    (dict(num_steps=0), "--num-steps"),
+    (dict(gamma=0.0), "--gamma"),
+    (dict(gamma=1.01), "--gamma"),
+    (dict(gae_lambda=-0.1), "--gae-lambda"),
+    (dict(gae_lambda=1.5), "--gae-lambda"),
+    (dict(device="tpu"), "--device"),
+]
+
+
+@pytest.mark.parametrize("overrides, expected", BAD_ARGS)
+def test_bad_input_is_refused_before_training(script, in_tmp, overrides, expected):
+    args = script.Args(**overrides)
+    assert expected in script.check_args(args)
+    with pytest.raises(SystemExit, match=expected):
+        script.main(args)
+    assert not (in_tmp / "runs").exists()
+
+
+def test_good_input_is_accepted(script):
+    assert script.check_args(script.Args()) is None
+    assert script.check_args(script.Args(env_id="Pendulum-v1", gamma=1.0, gae_lambda=0.0)) is None
+
+
+@pytest.mark.parametrize("flags, expected", [(["--env-id", "Blackjack-v1"], "Tuple"), (["--gamma", "2"], "--gamma")])
+def test_cli_error_is_one_line_without_traceback(script, flags, expected):
+    command = [sys.executable, f"{script.__name__}.py", *flags]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert expected in line
