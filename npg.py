@@ -101,10 +101,7 @@ def check_args(args: Args) -> str | None:
     env.close()
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
         return f"{args.env_id} has observation space {obs_space}; supported: a flat Box"
-    if not (
-        isinstance(act_space, gym.spaces.Discrete)
-        or (isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1)
-    ):
+    if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)) or len(act_space.shape) > 1:
         return f"{args.env_id} has action space {act_space}; supported: Discrete, or a flat Box"
     if args.capture_video and not importlib.util.find_spec("moviepy"):
         return "--capture-video needs moviepy: pip install moviepy"
@@ -342,8 +339,7 @@ def evaluate(model_path: str, env_id: str, episodes: int, device: torch.device) 
     while len(returns) < episodes:
         with torch.no_grad():
             obs = torch.tensor(normalizer.obs(raw_obs, update=False), dtype=torch.float32, device=device)
-            dist = agent.dist(obs)
-            action = (dist.mean if agent.continuous else dist.probs.argmax(-1)).cpu().numpy()
+            action = agent.dist(obs).mode.cpu().numpy()
         if agent.continuous:
             action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
         raw_obs, _, _, _, info = envs.step(action)
@@ -373,13 +369,8 @@ def main(args: Args) -> list[float]:
 
     envs = make_env(args.env_id, args.num_envs, args.capture_video, run_name)
     obs_dim, continuous = envs.single_observation_space.shape[0], isinstance(envs.single_action_space, gym.spaces.Box)
-    normalizer = Normalizer(
-        obs_dim,
-        args.num_envs,
-        args.gamma,
-        continuous if args.norm_obs is None else args.norm_obs,
-        continuous if args.norm_reward is None else args.norm_reward,
-    )
+    norm_obs, norm_reward = (continuous if flag is None else flag for flag in (args.norm_obs, args.norm_reward))
+    normalizer = Normalizer(obs_dim, args.num_envs, args.gamma, norm_obs, norm_reward)
     agent = Agent(obs_dim, envs.single_action_space).to(device)
     value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
 

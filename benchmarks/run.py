@@ -25,17 +25,20 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 FIELDS = ["script", "env_id", "seed", "total_timesteps", "flags", "final_mean20", "solve_at", "solved_step",
-          "solved_seconds", "episodes", "wall_seconds", "command"]  # fmt: skip
+          "solved_seconds", "episodes", "kl_mean", "kl_max", "wall_seconds", "command"]  # fmt: skip
 
 
 def summarise(run_dir: Path, solve_at: float | None, start: float) -> dict:
-    """Final mean of the last 20 episodic returns, and when that running mean first reached solve_at."""
+    """Final mean of the last 20 episodic returns, when that running mean first reached solve_at, and the mean and
+    largest logged KL(π_old ‖ π_new) of the updates."""
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     scalars = events.Scalars("charts/episodic_return")
     returns = np.array([s.value for s in scalars])
     means = np.array([returns[max(0, i - 19) : i + 1].mean() for i in range(len(returns))])
-    row = {"final_mean20": round(float(means[-1]), 1) if len(means) else "", "episodes": len(returns)}
+    kls = np.array([s.value for s in events.Scalars("losses/kl")])
+    row = {"final_mean20": round(float(means[-1]), 1) if len(means) else "", "episodes": len(returns),
+           "kl_mean": f"{kls.mean():.5f}", "kl_max": f"{kls.max():.5f}"}  # fmt: skip
     hits = np.flatnonzero(means >= solve_at) if solve_at is not None and len(means) >= 20 else []
     hits = [i for i in hits if i >= 19]
     row["solved_step"] = scalars[hits[0]].step if hits else ""

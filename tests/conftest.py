@@ -6,6 +6,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = [name for name in ("pg", "npg", "trpo", "ppo_clip", "ppo_kl") if (ROOT / f"{name}.py").exists()]
@@ -21,6 +22,19 @@ def tiny_args(module, **overrides):
     """Args for a run of a few seconds."""
     defaults = dict(total_timesteps=256, num_envs=2, num_steps=64)
     return module.Args(**{**defaults, **overrides})
+
+
+def only_run() -> Path:
+    """The one run folder under ./runs."""
+    (run,) = Path("runs").iterdir()
+    return run
+
+
+def read_scalars(run: Path) -> dict[str, list[float]]:
+    """Every scalar a run logged to tensorboard, by key, in the order logged."""
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    return {key: [e.value for e in events.Scalars(key)] for key in events.Tags()["scalars"]}
 
 
 @pytest.fixture
