@@ -1,21 +1,20 @@
 """npg.py and trpo.py: the Fisher-vector product, conjugate gradient, the natural step and the line search, each
 checked against ground truth (an explicit Hessian, a direct solve, a measured KL)."""
 
-import importlib
-
 import gymnasium as gym
 import pytest
 import torch
-from conftest import SCRIPTS, only_run, read_scalars, tiny_args
+from conftest import only_run, read_scalars, tiny_args
 from torch import nn
 from torch.distributions import Categorical, Independent, Normal, kl_divergence
 
-TRUST_REGION = [s for s in ("npg", "trpo") if s in SCRIPTS]
+import npg
+import trpo
 
 
-@pytest.fixture(params=TRUST_REGION)
+@pytest.fixture(params=[npg, trpo], ids=["npg", "trpo"])
 def script(request):
-    return importlib.import_module(request.param)
+    return request.param
 
 
 def small_policy(script, continuous: bool, seed: int = 0):
@@ -162,14 +161,8 @@ def test_logged_kl_and_extra_keys(script, in_tmp, env_id):
         assert ((kls > 0) == (accepted > 0)).all()
 
 
-# The line search exists only in trpo.py.
-needs_trpo = pytest.mark.skipif("trpo" not in SCRIPTS, reason="trpo.py not written yet")
-
-
-@needs_trpo
 @pytest.mark.parametrize("continuous", [False, True])
 def test_accepted_line_search_step_improves_within_the_trust_region(continuous):
-    trpo = importlib.import_module("trpo")
     agent, obs, actions, logprobs, advantages, old_dist = small_policy(trpo, continuous)
     params = agent.policy_parameters()
     theta_old = torch.nn.utils.parameters_to_vector(params).detach()
@@ -188,10 +181,8 @@ def test_accepted_line_search_step_improves_within_the_trust_region(continuous):
     torch.testing.assert_close(theta, theta_old + 0.8 ** (accepted - 1) * 2 * step)
 
 
-@needs_trpo
 @pytest.mark.parametrize("how", ["downhill", "zero", "kl_too_small"])
 def test_rejected_line_search_restores_theta_bit_for_bit(how):
-    trpo = importlib.import_module("trpo")
     agent, obs, actions, logprobs, advantages, old_dist = small_policy(trpo, continuous=True)
     params = agent.policy_parameters()
     saved = [p.detach().clone() for p in params]

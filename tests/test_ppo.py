@@ -1,0 +1,85 @@
+"""ppo_clip.py and ppo_kl.py: the clipped objective, the first minibatch of an update, and the β rule."""
+
+import pytest
+import torch
+from conftest import only_run, read_scalars, tiny_args
+
+import ppo_clip
+import ppo_kl
+
+
+@pytest.fixture(params=[ppo_clip, ppo_kl], ids=["ppo_clip", "ppo_kl"])
+def script(request):
+    return request.param
+
+
+def ratios_and_advantages():
+    """Every combination of r below, inside and above [0.8, 1.2] with Â positive and negative."""
+    r = torch.tensor([0.5, 0.79, 0.9, 1.0, 1.1, 1.21, 1.7], dtype=torch.float64)
+    a = torch.tensor([-2.0, -0.3, 0.4, 1.5], dtype=torch.float64)
+    r, a = torch.meshgrid(r, a, indexing="ij")
+    return r.reshape(-1).clone().requires_grad_(True), a.reshape(-1)
+
+
+def test_clipped_objective_is_the_elementwise_min_and_flat_where_clipped():
+    eps = 0.2
+    r, a = ratios_and_advantages()
+    objective = ppo_clip.clipped_surrogate(r, a, eps)
+    # Closed form: for Â ≥ 0 the objective is min(r, 1+ε)·Â; for Â < 0 it is max(r, 1−ε)·Â.
+    expected = torch.where(a >= 0, torch.clamp(r, max=1 + eps) * a, torch.clamp(r, min=1 - eps) * a)
+    torch.testing.assert_close(objective, expected.detach())
+    torch.testing.assert_close(objective, torch.min(r * a, r.clamp(1 - eps, 1 + eps) * a))
+    (grad,) = torch.autograd.grad(objective.sum(), r)
+    clipped = ((a > 0) & (r > 1 + eps)) | ((a < 0) & (r < 1 - eps))
+    assert clipped.sum() == 8 and (~clipped).sum() == 20
+    assert torch.equal(grad[clipped], torch.zeros(8, dtype=torch.float64))
+    torch.testing.assert_close(grad[~clipped], a[~clipped])
+
+
+@pytest.mark.parametrize(
+    "kl, factor", [(0.02, 2.0), (0.005, 0.5), (0.01, 1.0), (0.0151, 2.0), (0.0066, 0.5), (0.0149, 1.0)]
+)
+def test_beta_rule(kl, factor):
+    assert ppo_kl.update_beta(0.7, kl, 0.01) == 0.7 * factor
+
+
+def test_first_minibatch_has_ratio_1_and_kl_0(script, in_tmp):
+    """With a single epoch of a single minibatch, the logged KL estimates are those of the first minibatch, taken
+    before any step: r = πθ/π_old must be 1 there, so both estimates are 0 up to rounding."""
+    script.main(tiny_args(script, total_timesteps=1024, num_steps=256, update_epochs=1, num_minibatches=1))
+    scalars = read_scalars(only_run())
+    assert len(scalars["losses/approx_kl"]) == 2
+    for key in ("losses/approx_kl", "losses/old_approx_kl"):
+        assert max(abs(v) for v in scalars[key]) < 1e-6, key
+    assert max(scalars["losses/clipfrac"]) == 0.0
+    assert min(scalars["losses/kl"]) > 0  # the one step did move the policy
+
+
+@pytest.mark.parametrize("adapt", [True, False])
+def test_logged_beta_follows_the_rule(in_tmp, adapt):
+    args = tiny_args(ppo_kl, total_timesteps=8192, num_steps=512, init_beta=0.3, adapt_beta=adapt, target_kl=0.003)
+    ppo_kl.main(args)
+    scalars = read_scalars(only_run())
+    betas, kls = scalars["charts/beta"], scalars["losses/kl"]
+    assert len(betas) == len(kls) == 8 and betas[0] == pytest.approx(0.3)
+    factors = []
+    for beta, d, next_beta in zip(betas, kls, betas[1:], strict=False):
+        expected = 1.0 if not adapt else 2.0 if d > 1.5 * 0.003 else 0.5 if d < 0.003 / 1.5 else 1.0
+        assert next_beta == pytest.approx(beta * expected, rel=1e-6)
+        factors.append(expected)
+    if adapt:
+        assert set(factors) != {1.0}, "the test should see β change"
+
+
+@pytest.mark.parametrize(
+    "script, overrides, expected",
+    [
+        (ppo_clip, dict(clip_coef=0.0), "--clip-coef"),
+        (ppo_clip, dict(target_kl=-0.1), "--target-kl"),
+        (ppo_clip, dict(update_epochs=0), "--update-epochs"),
+        (ppo_kl, dict(init_beta=0.0), "--init-beta"),
+        (ppo_kl, dict(target_kl=0.0), "--target-kl"),
+    ],
+)
+def test_bad_ppo_input_is_refused(script, overrides, expected):
+    assert expected in script.check_args(script.Args(**overrides))
