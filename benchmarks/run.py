@@ -38,7 +38,7 @@ def summarise(run_dir: Path, solve_at: float | None, start: float) -> dict:
     means = np.array([returns[max(0, i - 19) : i + 1].mean() for i in range(len(returns))])
     kls = np.array([s.value for s in events.Scalars("losses/kl")])
     row = {"final_mean20": round(float(means[-1]), 1) if len(means) else "", "episodes": len(returns),
-           "kl_mean": f"{kls.mean():.5f}", "kl_max": f"{kls.max():.5f}"}  # fmt: skip
+           "kl_mean": f"{kls.mean():.6g}", "kl_max": f"{kls.max():.6g}"}  # fmt: skip
     hits = np.flatnonzero(means >= solve_at) if solve_at is not None and len(means) >= 20 else []
     hits = [i for i in hits if i >= 19]
     row["solved_step"] = scalars[hits[0]].step if hits else ""
