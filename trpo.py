@@ -341,7 +341,7 @@ def rollout(envs, agent: Agent, normalizer: Normalizer, next_obs: torch.Tensor, 
             successor[done] = np.stack(info["final_obs"][done])
         next_obs = torch.tensor(normalizer.obs(raw_obs, update=True), dtype=torch.float32, device=device)
         next_obss[t] = torch.tensor(normalizer.obs(successor, update=False), dtype=torch.float32, device=device)
-        rewards[t] = torch.tensor(normalizer.reward(reward, done), device=device)
+        rewards[t] = torch.tensor(normalizer.reward(reward, done), dtype=torch.float32, device=device)
         terminations[t] = torch.tensor(terminated, device=device)
         dones[t] = torch.tensor(done, device=device)
         if "episode" in info:
