@@ -85,6 +85,10 @@ def check_args(args: Args) -> str | None:
     for name in ("total_timesteps", "num_envs", "num_steps", "vf_iters", "num_minibatches", "target_kl", "cg_iters"):
         if getattr(args, name) <= 0:
             return f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
+    if args.num_envs * args.num_steps < 2 * args.num_minibatches:
+        return (
+            f"--num-minibatches {args.num_minibatches} needs a batch (--num-envs × --num-steps) of at least twice that"
+        )
     if not 0 < args.gamma <= 1:
         return f"--gamma must be in (0, 1], got {args.gamma}"
     if not 0 <= args.gae_lambda <= 1:
@@ -375,7 +379,6 @@ def main(args: Args) -> list[float]:
     value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
 
     batch_size = args.num_envs * args.num_steps
-    minibatch_size = max(batch_size // args.num_minibatches, 1)
     num_iterations = max(args.total_timesteps // batch_size, 1)
     raw_obs, _ = envs.reset(seed=args.seed)
     next_obs = torch.tensor(normalizer.obs(raw_obs, update=True), dtype=torch.float32, device=device)
@@ -423,7 +426,7 @@ def main(args: Args) -> list[float]:
 
         # The critic: a few epochs of minibatch Adam on (V(s) − R̂)²
         for _ in range(args.vf_iters):
-            for mb in torch.randperm(batch_size, device=device).split(minibatch_size):
+            for mb in torch.randperm(batch_size, device=device).tensor_split(args.num_minibatches):
                 value_loss = ((agent.value(b_obs[mb]) - b_returns[mb]) ** 2).mean()
                 value_optimizer.zero_grad()
                 value_loss.backward()

@@ -90,6 +90,10 @@ def check_args(args: Args) -> str | None:
     for name in ("total_timesteps", "num_envs", "num_steps", "update_epochs", "num_minibatches", "clip_coef"):
         if getattr(args, name) <= 0:
             return f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
+    if args.num_envs * args.num_steps < 2 * args.num_minibatches:
+        return (
+            f"--num-minibatches {args.num_minibatches} needs a batch (--num-envs × --num-steps) of at least twice that"
+        )
     if not 0 < args.gamma <= 1:
         return f"--gamma must be in (0, 1], got {args.gamma}"
     if not 0 <= args.gae_lambda <= 1:
@@ -328,7 +332,6 @@ def main(args: Args) -> list[float]:
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 
     batch_size = args.num_envs * args.num_steps
-    minibatch_size = max(batch_size // args.num_minibatches, 1)
     num_iterations = max(args.total_timesteps // batch_size, 1)
     raw_obs, _ = envs.reset(seed=args.seed)
     next_obs = torch.tensor(normalizer.obs(raw_obs, update=True), dtype=torch.float32, device=device)
@@ -365,7 +368,7 @@ def main(args: Args) -> list[float]:
         old_agent = copy.deepcopy(agent).requires_grad_(False)  # π_old, for the exact KL
         clipfracs = []
         epochs = (torch.randperm(batch_size, device=device) for _ in range(args.update_epochs))
-        for mb in (mb for perm in epochs for mb in perm.split(minibatch_size)):
+        for mb in (mb for perm in epochs for mb in perm.tensor_split(args.num_minibatches)):
             dist = agent.dist(b_obs[mb])
             logratio = dist.log_prob(b_actions[mb]) - b_logprobs[mb]
             ratio = logratio.exp()  # r = πθ(a|s)/π_old(a|s)

@@ -237,6 +237,7 @@ BAD_ARGS = [
     (dict(total_timesteps=0), "--total-timesteps"),
     (dict(num_envs=-1), "--num-envs"),
     (dict(num_steps=0), "--num-steps"),
+    (dict(num_envs=1, num_steps=40, num_minibatches=32), "--num-minibatches"),
     (dict(gamma=0.0), "--gamma"),
     (dict(gamma=1.01), "--gamma"),
     (dict(gae_lambda=-0.1), "--gae-lambda"),
