@@ -148,32 +148,33 @@ class Normalizer:
 
     def __init__(self, obs_dim: int, num_envs: int, gamma: float, norm_obs: bool, norm_reward: bool):
         self.norm_obs, self.norm_reward, self.gamma = norm_obs, norm_reward, gamma
-        self.obs_mean, self.obs_var, self.obs_count = np.zeros(obs_dim), np.ones(obs_dim), 1e-4
-        self.ret_var, self.ret_count = 1.0, 1e-4
+        self.obs_stats = (np.zeros(obs_dim), np.ones(obs_dim), 1e-4)  # running (mean, variance, count)
+        self.return_stats = (0.0, 1.0, 1e-4)
         self.discounted_return = np.zeros(num_envs)
 
     @staticmethod
-    def _merge(mean, var, count, batch):
-        """Combines running moments with those of a batch (Chan et al. 1979)."""
-        b_mean, b_var, b_count = batch.mean(0), batch.var(0), len(batch)
-        delta, total = b_mean - mean, count + b_count
-        m2 = var * count + b_var * b_count + delta**2 * count * b_count / total
-        return mean + delta * b_count / total, m2 / total, total
+    def merge(stats: tuple, batch: np.ndarray) -> tuple:
+        """The (mean, variance, count) of the samples behind stats and those in batch (Chan et al. 1979)."""
+        mean, var, count = stats
+        delta, total = batch.mean(0) - mean, count + len(batch)
+        m2 = var * count + batch.var(0) * len(batch) + delta**2 * count * len(batch) / total
+        return mean + delta * len(batch) / total, m2 / total, total
 
     def obs(self, obs: np.ndarray, update: bool) -> np.ndarray:
         if not self.norm_obs:
             return obs
         if update:
-            self.obs_mean, self.obs_var, self.obs_count = self._merge(self.obs_mean, self.obs_var, self.obs_count, obs)
-        return np.clip((obs - self.obs_mean) / np.sqrt(self.obs_var + 1e-8), -10, 10)
+            self.obs_stats = self.merge(self.obs_stats, obs)
+        mean, var, _ = self.obs_stats
+        return np.clip((obs - mean) / np.sqrt(var + 1e-8), -10, 10)
 
     def reward(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         if not self.norm_reward:
             return reward
         self.discounted_return = self.gamma * self.discounted_return + reward
-        _, self.ret_var, self.ret_count = self._merge(0.0, self.ret_var, self.ret_count, self.discounted_return)
+        self.return_stats = self.merge(self.return_stats, self.discounted_return)
         self.discounted_return[done] = 0.0
-        return np.clip(reward / np.sqrt(self.ret_var + 1e-8), -10, 10)
+        return np.clip(reward / np.sqrt(self.return_stats[1] + 1e-8), -10, 10)
 
     def state_dict(self) -> dict:
         return {k: v for k, v in vars(self).items() if k != "discounted_return"}

@@ -147,8 +147,27 @@ def test_normalizer_matches_batch_statistics(script):
     for batch in data:
         normalizer.obs(batch, update=True)
     flat = data.reshape(-1, 3)
-    np.testing.assert_allclose(normalizer.obs_mean, flat.mean(0), rtol=1e-4)
-    np.testing.assert_allclose(normalizer.obs_var, flat.var(0), rtol=1e-4)
+    mean, var, count = normalizer.obs_stats
+    np.testing.assert_allclose(mean, flat.mean(0), rtol=1e-4)
+    np.testing.assert_allclose(var, flat.var(0), rtol=1e-4)
+    np.testing.assert_allclose(normalizer.obs(data[-1], update=False), (data[-1] - mean) / np.sqrt(var + 1e-8))
+
+
+def test_reward_scale_is_the_std_of_the_discounted_return(script):
+    """r is divided by the std of all discounted returns G_t = r_t + γ·G_{t−1} so far; G restarts after a done."""
+    rng = np.random.default_rng(0)
+    rewards, dones = rng.normal(1.0, 1.0, size=(300, 2)), rng.random((300, 2)) < 0.05
+    normalizer = script.Normalizer(1, 2, 0.9, False, True)
+    scaled = [normalizer.reward(r, d) for r, d in zip(rewards, dones, strict=True)]
+    returns, g = [], np.zeros(2)
+    for r, d in zip(rewards, dones, strict=True):
+        g = 0.9 * g + r
+        returns.append(g.copy())
+        g[d] = 0.0
+    returns = np.array(returns)
+    mean, var, _ = normalizer.return_stats
+    np.testing.assert_allclose([mean, var], [returns.mean(), returns.var()], rtol=1e-3)
+    np.testing.assert_allclose(scaled[-1], rewards[-1] / np.sqrt(returns.var() + 1e-8), rtol=1e-3)
 
 
 def test_help(script):
@@ -200,14 +219,15 @@ def test_same_seed_same_run(script, in_tmp, env_id):
         assert torch.equal(weight, second["agent"][name]), name
     assert not all(torch.equal(w, other["agent"][name]) for name, w in first["agent"].items())
     for name, stat in first["normalizer"].items():
-        np.testing.assert_array_equal(stat, second["normalizer"][name])
+        np.testing.assert_equal(stat, second["normalizer"][name])
 
 
 def test_evaluation_reuses_training_obs_statistics(script, in_tmp):
     """evaluate() must give what the saved policy gets on observations normalised by the saved statistics."""
     checkpoint, _ = train_and_load(script, env_id="Pendulum-v1")
     stats = checkpoint["normalizer"]
-    assert stats["norm_obs"] and stats["obs_count"] > 1000 and np.abs(stats["obs_mean"]).max() > 1e-3
+    mean, var, count = stats["obs_stats"]
+    assert stats["norm_obs"] and count > 1000 and np.abs(mean).max() > 1e-3
     torch.save(checkpoint, "model")
     (evaluated,) = script.evaluate("model", "Pendulum-v1", 1, torch.device("cpu"))
 
@@ -225,7 +245,7 @@ def test_evaluation_reuses_training_obs_statistics(script, in_tmp):
             total, done = total + reward, terminated or truncated
         return total
 
-    assert evaluated == pytest.approx(replay(stats["obs_mean"], stats["obs_var"]), rel=1e-5)
+    assert evaluated == pytest.approx(replay(mean, var), rel=1e-5)
     assert evaluated != pytest.approx(replay(np.zeros(3), np.ones(3)), rel=1e-3)
 
 
