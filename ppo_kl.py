@@ -49,7 +49,7 @@ class Args:
 
     env_id: str = "CartPole-v1"
     """the id of the gymnasium environment"""
-    total_timesteps: int = 500_000
+    total_timesteps: int = 200_000
     """total environment steps, summed over the envs"""
     num_envs: int = 4
     """the number of parallel environments"""
