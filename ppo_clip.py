@@ -19,9 +19,10 @@ import copy
 import importlib.util
 import os
 import random
+import shlex
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import gymnasium as gym
 import numpy as np
@@ -87,7 +88,8 @@ class Args:
 
 def check_args(args: Args) -> str | None:
     """Why these arguments cannot train, in one line, or None if they can."""
-    for name in ("total_timesteps", "num_envs", "num_steps", "update_epochs", "num_minibatches", "clip_coef"):
+    sizes = ("total_timesteps", "num_envs", "num_steps", "num_minibatches")
+    for name in sizes + ("update_epochs", "learning_rate", "max_grad_norm", "clip_coef"):
         if getattr(args, name) <= 0:
             return f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
     if args.num_envs * args.num_steps < 2 * args.num_minibatches:
@@ -100,8 +102,11 @@ def check_args(args: Args) -> str | None:
         return f"--gae-lambda must be in [0, 1], got {args.gae_lambda}"
     if args.target_kl is not None and args.target_kl <= 0:
         return f"--target-kl must be positive, got {args.target_kl}"
-    if args.device not in ("auto", "cpu", "cuda", "mps"):
+    available = {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if args.device not in available:
         return f"--device must be auto, cpu, cuda or mps, got {args.device!r}"
+    if not available[args.device]:
+        return f"--device {args.device} is not available on this machine"
     try:
         env = gym.make(args.env_id)
     except gym.error.Error as e:
@@ -110,7 +115,8 @@ def check_args(args: Args) -> str | None:
     env.close()
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
         return f"{args.env_id} has observation space {obs_space}; supported: a flat Box"
-    if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)) or len(act_space.shape) > 1:
+    flat_box = isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1
+    if not (flat_box or isinstance(act_space, gym.spaces.Discrete)):
         return f"{args.env_id} has action space {act_space}; supported: Discrete, or a flat Box"
     if args.capture_video and not importlib.util.find_spec("moviepy"):
         return "--capture-video needs moviepy: pip install moviepy"
@@ -126,12 +132,12 @@ def pick_device(name: str) -> torch.device:
 def reproduce_command(args: Args) -> str:
     """The command line that repeats this run: every flag, defaults included."""
     flags = []
-    for name, value in vars(args).items():
-        flag = name.replace("_", "-")
-        if isinstance(value, bool):
+    for field in fields(args):
+        flag, value = field.name.replace("_", "-"), getattr(args, field.name)
+        if field.type is bool:
             flags.append(f"--{flag}" if value else f"--no-{flag}")
         elif value is not None:
-            flags.append(f"--{flag} {value}")
+            flags.append(f"--{flag} {shlex.quote(str(value))}")
     return f"python {os.path.basename(__file__)} " + " ".join(flags)
 
 

@@ -23,9 +23,10 @@ backtracking line search on s. `diff npg.py trpo.py` shows only the line search.
 import importlib.util
 import os
 import random
+import shlex
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import gymnasium as gym
 import numpy as np
@@ -87,8 +88,8 @@ class Args:
 
 def check_args(args: Args) -> str | None:
     """Why these arguments cannot train, in one line, or None if they can."""
-    for name in ("total_timesteps", "num_envs", "num_steps", "vf_iters", "num_minibatches", "target_kl", "cg_iters",
-                 "backtrack_iters"):  # fmt: skip
+    sizes = ("total_timesteps", "num_envs", "num_steps", "num_minibatches")
+    for name in sizes + ("vf_iters", "vf_learning_rate", "target_kl", "cg_iters", "cg_damping", "backtrack_iters"):
         if getattr(args, name) <= 0:
             return f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
     if args.num_envs * args.num_steps < 2 * args.num_minibatches:
@@ -99,12 +100,13 @@ def check_args(args: Args) -> str | None:
         return f"--gamma must be in (0, 1], got {args.gamma}"
     if not 0 <= args.gae_lambda <= 1:
         return f"--gae-lambda must be in [0, 1], got {args.gae_lambda}"
-    if args.cg_damping < 0:
-        return f"--cg-damping must be non-negative, got {args.cg_damping}"
     if not 0 < args.backtrack_coef < 1:
         return f"--backtrack-coef must be in (0, 1), got {args.backtrack_coef}"
-    if args.device not in ("auto", "cpu", "cuda", "mps"):
+    available = {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if args.device not in available:
         return f"--device must be auto, cpu, cuda or mps, got {args.device!r}"
+    if not available[args.device]:
+        return f"--device {args.device} is not available on this machine"
     try:
         env = gym.make(args.env_id)
     except gym.error.Error as e:
@@ -113,7 +115,8 @@ def check_args(args: Args) -> str | None:
     env.close()
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
         return f"{args.env_id} has observation space {obs_space}; supported: a flat Box"
-    if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)) or len(act_space.shape) > 1:
+    flat_box = isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1
+    if not (flat_box or isinstance(act_space, gym.spaces.Discrete)):
         return f"{args.env_id} has action space {act_space}; supported: Discrete, or a flat Box"
     if args.capture_video and not importlib.util.find_spec("moviepy"):
         return "--capture-video needs moviepy: pip install moviepy"
@@ -129,12 +132,12 @@ def pick_device(name: str) -> torch.device:
 def reproduce_command(args: Args) -> str:
     """The command line that repeats this run: every flag, defaults included."""
     flags = []
-    for name, value in vars(args).items():
-        flag = name.replace("_", "-")
-        if isinstance(value, bool):
+    for field in fields(args):
+        flag, value = field.name.replace("_", "-"), getattr(args, field.name)
+        if field.type is bool:
             flags.append(f"--{flag}" if value else f"--no-{flag}")
         elif value is not None:
-            flags.append(f"--{flag} {value}")
+            flags.append(f"--{flag} {shlex.quote(str(value))}")
     return f"python {os.path.basename(__file__)} " + " ".join(flags)
 
 
@@ -436,7 +439,7 @@ def main(args: Args) -> list[float]:
         # ALGO LOGIC: the natural gradient step s, then the line search along it
         b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
         params = agent.policy_parameters()
-        theta_old = torch.nn.utils.parameters_to_vector(params)
+        theta_old = torch.nn.utils.parameters_to_vector(params).detach()
         with torch.no_grad():
             old_dist = agent.dist(b_obs)
             surrogate_old = surrogate(agent, b_obs, b_actions, b_logprobs, b_advantages)

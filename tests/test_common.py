@@ -2,7 +2,9 @@
 
 Each test runs against every script that exists, since each script carries its own copy of this code."""
 
+import importlib
 import math
+import shlex
 import shutil
 import subprocess
 import sys
@@ -12,7 +14,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, only_run, read_scalars, tiny_args
+import tyro
+from conftest import ROOT, SCRIPTS, only_run, read_scalars, tiny_args
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -253,6 +256,7 @@ BAD_ARGS = [
     (dict(env_id="NoSuchEnv-v0"), "NoSuchEnv-v0"),
     (dict(env_id="MultiDiscreteActions-v0"), "MultiDiscrete"),
     (dict(env_id="DictObs-v0"), "Dict"),
+    (dict(env_id="ScalarBoxActions-v0"), "Box"),
     (dict(env_id="FrozenLake-v1"), "Discrete"),
     (dict(total_timesteps=0), "--total-timesteps"),
     (dict(num_envs=-1), "--num-envs"),
@@ -273,6 +277,36 @@ def test_bad_input_is_refused_before_training(script, in_tmp, overrides, expecte
     with pytest.raises(SystemExit, match=expected):
         script.main(args)
     assert not (in_tmp / "runs").exists()
+
+
+RATES = ("learning_rate", "vf_learning_rate", "max_grad_norm", "cg_damping")
+SCRIPT_RATES = [(s, r) for s in SCRIPTS for r in RATES if hasattr(importlib.import_module(s).Args, r)]
+
+
+@pytest.mark.parametrize("name, rate", SCRIPT_RATES, ids=[f"{s}-{r}" for s, r in SCRIPT_RATES])
+@pytest.mark.parametrize("value", [0.0, -0.5])
+def test_non_positive_rates_are_refused(name, rate, value):
+    script = importlib.import_module(name)
+    assert f"--{rate.replace('_', '-')}" in script.check_args(script.Args(**{rate: value}))
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_unavailable_device_is_refused(script, device):
+    available = torch.cuda.is_available() if device == "cuda" else torch.backends.mps.is_available()
+    message = script.check_args(script.Args(device=device))
+    assert (message is None) if available else ("not available" in message)
+
+
+def test_printed_command_reproduces_the_args(script):
+    """The command a run prints parses back, through the script's own CLI, to the same Args."""
+    args = script.Args(seed=7, env_id="Pendulum-v1", norm_obs=False, norm_reward=True, exp_name="a name")
+    if hasattr(args, "target_kl") and args.target_kl is None:
+        args.target_kl = 0.02
+    command = shlex.split(script.reproduce_command(args))
+    assert command[:2] == ["python", f"{script.__name__}.py"]
+    assert tyro.cli(script.Args, args=command[2:]) == args
+    default = script.Args()
+    assert tyro.cli(script.Args, args=shlex.split(script.reproduce_command(default))[2:]) == default
 
 
 def test_good_input_is_accepted(script):
