@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 # script, env, total steps, threshold on the mean of the last 20 episodes. The comments give what the seeds reached
-# here with OMP_NUM_THREADS=1; an untrained policy gets about 20 on CartPole and −1200 on Pendulum.
+# here with OMP_NUM_THREADS=1; the untrained policy of seed 1 averages 20.8 on CartPole and −1393.8 on Pendulum.
 CASES = [
     ("pg", "CartPole-v1", 100_000, 150),  # seed 1: 303.4
     ("npg", "CartPole-v1", 60_000, 300),  # seed 1: 500.0
