@@ -93,9 +93,7 @@ def check_args(args: Args) -> str | None:
         if getattr(args, name) <= 0:
             return f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
     if args.num_envs * args.num_steps < 2 * args.num_minibatches:
-        return (
-            f"--num-minibatches {args.num_minibatches} needs a batch (--num-envs × --num-steps) of at least twice that"
-        )
+        return f"--num-minibatches {args.num_minibatches} needs --num-envs × --num-steps of at least twice that"
     if not 0 < args.gamma <= 1:
         return f"--gamma must be in (0, 1], got {args.gamma}"
     if not 0 <= args.gae_lambda <= 1:
@@ -277,11 +275,11 @@ def rollout(envs, agent: Agent, normalizer: Normalizer, next_obs: torch.Tensor, 
             env_action = np.clip(env_action, space.low, space.high)
         raw_obs, reward, terminated, truncated, info = envs.step(env_action)
         done = terminated | truncated
-        successor = raw_obs.copy()
-        if done.any():
-            successor[done] = np.stack(info["final_obs"][done])
         next_obs = torch.tensor(normalizer.obs(raw_obs, update=True), dtype=torch.float32, device=device)
-        next_obss[t] = torch.tensor(normalizer.obs(successor, update=False), dtype=torch.float32, device=device)
+        next_obss[t] = next_obs
+        if done.any():  # those envs have reset already: their successor is the episode's final obs
+            final_obs = normalizer.obs(np.stack(info["final_obs"][done]), update=False)
+            next_obss[t, done] = torch.tensor(final_obs, dtype=torch.float32, device=device)
         rewards[t] = torch.tensor(normalizer.reward(reward, done), dtype=torch.float32, device=device)
         terminations[t] = torch.tensor(terminated, device=device)
         dones[t] = torch.tensor(done, device=device)

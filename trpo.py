@@ -93,9 +93,7 @@ def check_args(args: Args) -> str | None:
         if getattr(args, name) <= 0:
             return f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
     if args.num_envs * args.num_steps < 2 * args.num_minibatches:
-        return (
-            f"--num-minibatches {args.num_minibatches} needs a batch (--num-envs × --num-steps) of at least twice that"
-        )
+        return f"--num-minibatches {args.num_minibatches} needs --num-envs × --num-steps of at least twice that"
     if not 0 < args.gamma <= 1:
         return f"--gamma must be in (0, 1], got {args.gamma}"
     if not 0 <= args.gae_lambda <= 1:
@@ -260,12 +258,12 @@ def set_flat_params(params: list[nn.Parameter], flat: torch.Tensor) -> None:
             p.copy_(chunk.view_as(p))
 
 
-def surrogate(agent: "Agent", obs, actions, logprobs, advantages) -> torch.Tensor:
+def surrogate(agent: Agent, obs, actions, logprobs, advantages) -> torch.Tensor:
     """L(θ) = Ê[πθ(a|s)/π_old(a|s) · Â]. At θ = θ_old it equals 0 for centred Â, and ∇L is the policy gradient."""
     return (torch.exp(agent.dist(obs).log_prob(actions) - logprobs) * advantages).mean()
 
 
-def fisher_vector_product(agent: "Agent", obs, old_dist, v: torch.Tensor, damping: float) -> torch.Tensor:
+def fisher_vector_product(agent: Agent, obs, old_dist, v: torch.Tensor, damping: float) -> torch.Tensor:
     """(F + λI)·v, where F = ∇²θ Ê[KL(π_old ‖ πθ)] at θ = θ_old is the Fisher matrix.
 
     F·v = ∇θ((∇θ KL)ᵀv) by double backprop, never forming F. old_dist is detached, so only πθ moves; θ includes the
@@ -295,7 +293,7 @@ def conjugate_gradient(Avp, b: torch.Tensor, iters: int, tol: float = 1e-10) -> 
     return x, rr.sqrt()
 
 
-def natural_gradient_step(agent: "Agent", obs, actions, logprobs, advantages, old_dist, target_kl: float, cg_iters: int,
+def natural_gradient_step(agent: Agent, obs, actions, logprobs, advantages, old_dist, target_kl: float, cg_iters: int,
                           damping: float) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """s = √(2δ / xᵀFx) · x with x ≈ (F + λI)⁻¹g: the step that maximises gᵀs subject to ½·sᵀFs = δ.
     Returns s and the CG residual. A zero gradient gives x = 0 and s = 0."""
@@ -305,7 +303,7 @@ def natural_gradient_step(agent: "Agent", obs, actions, logprobs, advantages, ol
     return torch.sqrt(2 * target_kl / xFx.clamp_min(1e-12)) * x, residual  # s = √(2δ / xᵀFx) · x
 
 
-def line_search(agent: "Agent", theta_old, step, obs, actions, logprobs, advantages, old_dist, target_kl: float,
+def line_search(agent: Agent, theta_old, step, obs, actions, logprobs, advantages, old_dist, target_kl: float,
                 backtrack_coef: float, backtrack_iters: int) -> int:  # fmt: skip
     """Sets θ to the first θ_old + αʲ·s, j = 0 … L−1, with L(θ) > L(θ_old) and Ê[KL(π_old ‖ πθ)] ≤ δ, and returns
     j + 1. If none qualifies, θ is set back to θ_old exactly, and the result is 0."""
@@ -344,11 +342,11 @@ def rollout(envs, agent: Agent, normalizer: Normalizer, next_obs: torch.Tensor, 
             env_action = np.clip(env_action, space.low, space.high)
         raw_obs, reward, terminated, truncated, info = envs.step(env_action)
         done = terminated | truncated
-        successor = raw_obs.copy()
-        if done.any():
-            successor[done] = np.stack(info["final_obs"][done])
         next_obs = torch.tensor(normalizer.obs(raw_obs, update=True), dtype=torch.float32, device=device)
-        next_obss[t] = torch.tensor(normalizer.obs(successor, update=False), dtype=torch.float32, device=device)
+        next_obss[t] = next_obs
+        if done.any():  # those envs have reset already: their successor is the episode's final obs
+            final_obs = normalizer.obs(np.stack(info["final_obs"][done]), update=False)
+            next_obss[t, done] = torch.tensor(final_obs, dtype=torch.float32, device=device)
         rewards[t] = torch.tensor(normalizer.reward(reward, done), dtype=torch.float32, device=device)
         terminations[t] = torch.tensor(terminated, device=device)
         dones[t] = torch.tensor(done, device=device)
