@@ -1,118 +1,253 @@
-"""Runs scripts over seeds and appends one CSV row per run; rows already in the CSV are skipped, so it resumes.
+"""Runs a suite of benchmark runs (scripts × env ids × seeds, see SUITES in common.py) and appends every finished
+episode to benchmarks/results/<suite>.csv.
 
-    python benchmarks/run.py --scripts pg npg --env-id CartPole-v1 --seeds 1 2 3
-    python benchmarks/run.py --scripts trpo --env-id Hopper-v5 --seeds 1 2 3 --total-timesteps 200000
+    python benchmarks/run.py --suite classic                          # 2 runs at a time on this machine
+    python benchmarks/run.py --suite mujoco --scripts trpo --envs Hopper-v5 --seeds 1 2
+    nohup python benchmarks/run.py --suite mujoco > mujoco.log 2>&1 &   # detached; `tail -f mujoco.log`
+    python benchmarks/run.py --suite mujoco --backend slurm --partition cpu --time 06:00:00
 
-Each run is `python <script>.py --env-id ... --seed ...` with OMP_NUM_THREADS=1, two at a time. A row gives the final
-mean return over the last 20 episodes and, for a --solve-at threshold, the first step and wall-clock second at which
-that mean reached it (empty if never).
+It resumes: a run recorded in results/<suite>.commands.csv is skipped, a run killed half-way is redone from scratch.
+Each run's command carries every flag, defaults and hyperparams.toml's overrides included, so pasting the printed
+line into a shell repeats the run; each runs in its own folder under benchmarks/work/, with OMP_NUM_THREADS=1.
 """
 
-import argparse
-import csv
-import importlib
-import os
+import json
+import shlex
+import signal
 import subprocess
 import sys
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-FIELDS = ["script", "env_id", "seed", "total_timesteps", "flags", "final_mean20", "solve_at", "solved_step",
-          "solved_seconds", "episodes", "kl_mean", "kl_max", "wall_seconds", "command"]  # fmt: skip
-
-
-def summarise(run_dir: Path, solve_at: float | None, start: float) -> dict:
-    """Final mean of the last 20 episodic returns, when that running mean first reached solve_at, and the mean and
-    largest logged KL(π_old ‖ π_new) of the updates."""
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    scalars = events.Scalars("charts/episodic_return")
-    returns = np.array([s.value for s in scalars])
-    means = np.array([returns[max(0, i - 19) : i + 1].mean() for i in range(len(returns))])
-    kls = np.array([s.value for s in events.Scalars("losses/kl")])
-    row = {"final_mean20": round(float(means[-1]), 1) if len(means) else "", "episodes": len(returns),
-           "kl_mean": f"{kls.mean():.6g}", "kl_max": f"{kls.max():.6g}"}  # fmt: skip
-    hits = np.flatnonzero(means >= solve_at) if solve_at is not None and len(means) >= 20 else []
-    hits = [i for i in hits if i >= 19]
-    row["solved_step"] = scalars[hits[0]].step if hits else ""
-    row["solved_seconds"] = round(scalars[hits[0]].wall_time - start, 1) if hits else ""
-    return row
+import tyro
+from common import (
+    COMMAND_COLUMNS,
+    EPISODE_COLUMNS,
+    HYPERPARAMS,
+    RESULTS,
+    ROOT,
+    WORK,
+    Run,
+    build_command,
+    episode_rows,
+    finish,
+    finished,
+    launch,
+    load_hyperparams,
+    prepare,
+    read_csv,
+    suite_csvs,
+    suite_runs,
+    write_csv,
+)
 
 
-def run_one(script: str, env_id: str, seed: int, total_timesteps: int, solve_at: float | None, extra: list) -> dict:
-    flags = ["--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(total_timesteps), *extra]
-    with tempfile.TemporaryDirectory() as folder:
-        start = time.time()
-        result = subprocess.run(
-            [sys.executable, str(ROOT / f"{script}.py"), *flags],
-            cwd=folder,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"{script} seed {seed} failed:\n{result.stderr[-2000:]}")
-        wall = time.time() - start
-        (run_dir,) = (Path(folder) / "runs").iterdir()
-        row = summarise(run_dir, solve_at, start)
-    command = result.stdout.splitlines()[0]  # each script prints the full command that reproduces its run
-    run = {
-        "script": script,
-        "env_id": env_id,
-        "seed": seed,
-        "total_timesteps": total_timesteps,
-        "flags": " ".join(extra),
-    }
-    return {**run, "solve_at": solve_at or "", "wall_seconds": round(wall, 1), "command": command, **row}
+@dataclass
+class Options:
+    suite: str = "classic"
+    """the suite: classic, mujoco or smoke (SUITES in benchmarks/common.py)"""
+    scripts: tuple[str, ...] = ()
+    """run only these of the suite's scripts (default: all)"""
+    envs: tuple[str, ...] = ()
+    """run only these of the suite's env ids (default: all)"""
+    seeds: tuple[int, ...] = ()
+    """run only these of the suite's seeds (default: all)"""
+    backend: Literal["local", "slurm"] = "local"
+    """local: child processes on this machine; slurm: one job array, one task per run"""
+    workers: int = 2
+    """local: runs at a time, each on one thread"""
+    partition: str | None = None
+    """slurm: the partition (default: the cluster's default)"""
+    time: str = "04:00:00"
+    """slurm: the time limit of each task; a task that hits it is redone on the next invocation"""
+    cpus_per_task: int = 1
+    """slurm: CPUs per task (each run uses one thread)"""
+    sbatch_args: tuple[str, ...] = ()
+    """slurm: further sbatch flags, e.g. --sbatch-args=--account=rl"""
+    wait: bool = True
+    """slurm: wait for the tasks and collect them; --no-wait submits and exits (then collect with --collect)"""
+    poll_seconds: float = 30.0
+    """slurm: how often to look for finished tasks"""
+    collect: bool = False
+    """only record runs that have finished in their folders (e.g. Slurm tasks); start nothing"""
+    redo: bool = False
+    """forget the selected runs' results and run them again (e.g. after changing hyperparams.toml)"""
+    dry_run: bool = False
+    """print the commands and exit"""
+    hyperparams: Path = HYPERPARAMS
+    """per-(script, env) flags that differ from the scripts' defaults"""
+    work_dir: Path = WORK
+    """where the run folders go"""
+    results_dir: Path = RESULTS
+    """where <suite>.csv and <suite>.commands.csv go"""
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scripts", nargs="+", required=True)
-    parser.add_argument("--env-id", default="CartPole-v1")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--total-timesteps", type=int, default=None, help="default: the script's own default")
-    parser.add_argument("--solve-at", type=float, default=None, help="default: 475 on CartPole-v1, else none")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--csv", type=Path, default=ROOT / "benchmarks" / "results.csv")
-    parser.add_argument("extra", nargs="*", help="further flags for the scripts, after --")
-    args = parser.parse_args()
-    solve_at = args.solve_at if args.solve_at is not None else (475.0 if args.env_id == "CartPole-v1" else None)
+def clock(seconds: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else f"{seconds / 86400:.1f} days"
 
-    def key(row) -> tuple:
-        return tuple(str(row[k]) for k in ("script", "env_id", "seed", "total_timesteps", "flags"))
 
-    done = set()
-    if args.csv.exists():
-        with open(args.csv) as f:
-            done = {key(row) for row in csv.DictReader(f)}
+class Progress:
+    """Counts finished runs and estimates the time left from the env steps done so far in this invocation."""
+
+    def __init__(self, total: int, done: int, steps_left: int):
+        self.total, self.done, self.steps_left, self.steps_done = total, done, steps_left, 0
+        self.start = time.time()
+
+    def line(self, run: Run) -> str:
+        self.done += 1
+        self.steps_done += run.total_timesteps
+        self.steps_left -= run.total_timesteps
+        elapsed = time.time() - self.start
+        left = clock(elapsed * self.steps_left / self.steps_done) if self.steps_left else clock(0)
+        return f"{self.done}/{self.total} runs done | elapsed {clock(elapsed)} | about {left} left"
+
+
+def record(run: Run, folder: Path, results_dir: Path, argv: list[str]) -> str:
+    """Appends the finished run's episodes, then its command (which marks it done), and says how it went."""
+    start, seconds = (json.loads((folder / "finished.json").read_text())[k] for k in ("start", "seconds"))
+    rows = episode_rows(run, folder, start)
+    episodes_csv, commands_csv = suite_csvs(results_dir, run.suite)
+    write_csv(episodes_csv, EPISODE_COLUMNS, rows, append=True)
+    algo, env_id, seed = run.key
+    command = dict(algo=algo, env_id=env_id, seed=seed, episodes=len(rows), wall_seconds=f"{seconds:.1f}")
+    write_csv(commands_csv, COMMAND_COLUMNS, [{**command, "command": shlex.join(argv)}], append=True)
+    last = np.mean([float(row["episodic_return"]) for row in rows[-100:]]) if rows else float("nan")
+    return f"done {run} in {clock(seconds)}: {len(rows)} episodes, mean of the last 100 {last:.1f}"
+
+
+def failure(run: Run, folder: Path) -> str:
+    tail = (folder / "output.txt").read_text().splitlines()[-5:] if (folder / "output.txt").exists() else []
+    return "\n    ".join([f"FAILED {run}: see {folder / 'output.txt'}", *tail])
+
+
+def forget(runs: list[Run], results_dir: Path, keep: set) -> None:
+    """Rewrites the suite's CSVs without the episodes and commands of runs whose key is not in keep."""
+    for path, columns in zip(suite_csvs(results_dir, runs[0].suite), (EPISODE_COLUMNS, COMMAND_COLUMNS), strict=True):
+        rows = read_csv(path)
+        kept = [row for row in rows if (row["algo"], row["env_id"], row["seed"]) in keep]
+        if len(kept) < len(rows):
+            write_csv(path, columns, kept)
+
+
+def run_local(todo: list[Run], commands: dict, options: Options, progress: Progress) -> int:
+    """Runs todo, options.workers at a time, recording each run as it ends; returns the number that failed. On
+    Ctrl-C or SIGTERM the running children are stopped, so that a later invocation can redo them from scratch."""
+    queue, running, failed = list(todo), {}, 0
+    try:
+        while queue or running:
+            while queue and len(running) < options.workers:
+                run = queue.pop(0)
+                folder = run.folder(options.work_dir)
+                prepare(folder, commands[run])
+                print(f"start {run}: {shlex.join(commands[run])}", flush=True)
+                running[run] = launch(folder)
+            time.sleep(0.2)
+            for run, (process, start) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[run]
+                folder = run.folder(options.work_dir)
+                finish(folder, process.returncode, start)
+                if process.returncode == 0:
+                    print(record(run, folder, options.results_dir, commands[run]), "|", progress.line(run), flush=True)
+                else:
+                    failed += 1
+                    print(failure(run, folder), flush=True)
+    finally:
+        for process, _ in running.values():
+            process.terminate()
+            process.wait()
+    return failed
+
+
+def run_slurm(todo: list[Run], commands: dict, options: Options, progress: Progress) -> int:
+    """Submits todo as one job array, each task running task.py in its run folder; unless --no-wait, records the runs
+    as their tasks finish. Returns the number that did not finish cleanly."""
+    slurm_dir = options.work_dir / todo[0].suite / "slurm"
+    slurm_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folders = [run.folder(options.work_dir).resolve() for run in todo]
+    for run, folder in zip(todo, folders, strict=True):
+        prepare(folder, commands[run])
+        print(f"submit {run}: {shlex.join(commands[run])}")
+    tasks = slurm_dir / f"{stamp}.tasks"
+    tasks.write_text("".join(f"{folder}\n" for folder in folders))
+    script = slurm_dir / f"{stamp}.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        f'folder=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(str(tasks.resolve()))})\n'
+        f'exec {shlex.quote(sys.executable)} {shlex.quote(str(ROOT / "benchmarks" / "task.py"))} "$folder"\n'
+    )
+    sbatch = ["sbatch", "--parsable", f"--array=0-{len(todo) - 1}", f"--job-name=bench-{todo[0].suite}"]
+    sbatch += [f"--time={options.time}", f"--cpus-per-task={options.cpus_per_task}", f"--chdir={ROOT}"]
+    sbatch += [f"--output={slurm_dir.resolve()}/%A_%a.out", *options.sbatch_args]
+    sbatch += [f"--partition={options.partition}"] if options.partition else []
+    print(shlex.join([*sbatch, str(script)]), flush=True)
+    job = subprocess.run([*sbatch, str(script)], capture_output=True, text=True, check=True).stdout.strip()
+    job = job.split(";")[0]  # --parsable prints "jobid" or "jobid;cluster"
+    print(f"submitted job array {job} with {len(todo)} tasks", flush=True)
+    if not options.wait:
+        print("collect the results later with: python benchmarks/run.py --collect " + shlex.join(sys.argv[1:]))
+        return 0
+    pending, failed = dict(zip(todo, folders, strict=True)), 0
+    while pending:
+        queued = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True, text=True)
+        active = queued.returncode == 0 and queued.stdout.strip()
+        for run, folder in list(pending.items()):
+            if (folder / "finished.json").exists():
+                del pending[run]
+                if finished(folder, commands[run]):
+                    print(record(run, folder, options.results_dir, commands[run]), "|", progress.line(run), flush=True)
+                else:
+                    failed += 1
+                    print(failure(run, folder), flush=True)
+        if not active:
+            break
+        time.sleep(options.poll_seconds)
+    for run in pending:
+        print(f"FAILED {run}: its task ended without finishing (time limit? node failure?); see {slurm_dir}")
+    return failed + len(pending)
+
+
+def main(options: Options) -> int:
+    runs = suite_runs(options.suite, options.scripts, options.envs, options.seeds)
+    hyperparams = load_hyperparams(options.hyperparams)
+    commands = {run: build_command(run, hyperparams) for run in runs}
+    if options.dry_run:
+        print("\n".join(shlex.join(argv) for argv in commands.values()))
+        return 0
+    commands_csv = suite_csvs(options.results_dir, options.suite)[1]
+    recorded = {(row["algo"], row["env_id"], row["seed"]): row["command"] for row in read_csv(commands_csv)}
+    if options.redo:
+        recorded = {key: command for key, command in recorded.items() if key not in {run.key for run in runs}}
+    # Episodes of a run without its command row were appended by an invocation killed before it finished recording.
+    forget(runs, options.results_dir, keep=set(recorded))
+    if stale := [run for run in runs if run.key in recorded and recorded[run.key] != shlex.join(commands[run])]:
+        print(f"{len(stale)} recorded runs were made with other flags, e.g. {stale[0]}; --redo reruns them")
+    done = sum(run.key in recorded for run in runs)
+    print(f"suite {options.suite}: {len(runs)} runs, {done} already recorded", flush=True)
     todo = []
-    for script in args.scripts:
-        total = args.total_timesteps or importlib.import_module(script).Args().total_timesteps
-        for seed in args.seeds:
-            run = {"script": script, "env_id": args.env_id, "seed": seed, "total_timesteps": total}
-            if key({**run, "flags": " ".join(args.extra)}) not in done:
-                todo.append(run)
-    print(f"{len(todo)} runs to do")
-    with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_one, **run, solve_at=solve_at, extra=args.extra) for run in todo]
-        for future in futures:
-            row = future.result()
-            new = not args.csv.exists()
-            with open(args.csv, "a", newline="") as f:
-                writer = csv.DictWriter(f, FIELDS)
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
-            print({k: row[k] for k in FIELDS if k != "command"}, flush=True)
+    for run in runs:
+        folder = run.folder(options.work_dir)
+        if run.key in recorded:
+            continue
+        if not options.redo and finished(folder, commands[run]):  # a Slurm task, or a parent killed while recording
+            print(record(run, folder, options.results_dir, commands[run]), flush=True)
+        else:
+            todo.append(run)
+    if options.collect or not todo:
+        print(f"{len(todo)} runs not finished" if todo else "all runs recorded")
+        return 0
+    progress = Progress(len(runs), len(runs) - len(todo), sum(run.total_timesteps for run in todo))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that run_local's cleanup runs on `kill`
+    backend = run_local if options.backend == "local" else run_slurm
+    failed = backend(todo, commands, options, progress)
+    print(f"{failed} runs failed; run the same command again to redo them" if failed else "all runs recorded")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(tyro.cli(Options)))

@@ -1,0 +1,309 @@
+"""What run.py, task.py, report.py and speed.py share: the suites, the command that reproduces a run, the run folder
+and its markers, and the CSV files. Those tools are run as scripts, so `benchmarks/` is on sys.path and they import
+this module as `common`.
+
+A run folder holds command.json (written before the run starts), the script's runs/ and output.txt, and finished.json,
+written only once the script has exited. A folder without finished.json is a run that was killed (or is still going),
+so it is redone from scratch.
+"""
+
+import csv
+import dataclasses
+import importlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomllib
+import tyro
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+RESULTS = BENCHMARKS / "results"
+WORK = BENCHMARKS / "work"
+REPORT = BENCHMARKS / "report"
+HYPERPARAMS = BENCHMARKS / "hyperparams.toml"
+SCRIPTS = ("pg", "npg", "trpo", "ppo_clip", "ppo_kl")
+
+# The per-episode CSV, results/<suite>.csv, and its sidecar results/<suite>.commands.csv, one row per finished run.
+# wall_seconds counts from the start of the run's process, so it includes start-up.
+EPISODE_COLUMNS = ("algo", "env_id", "seed", "global_step", "episodic_return", "episodic_length", "wall_seconds")
+COMMAND_COLUMNS = ("algo", "env_id", "seed", "episodes", "wall_seconds", "command")
+SPEED_COLUMNS = ("name", "env_id", "steps", "sps", "raw_sps_before", "raw_sps_after", "peak_mib", "cpu")
+# The speed table's comparisons with other libraries: (our script, their row's name).
+SPEED_PAIRS = (("ppo_clip", "SB3 PPO"), ("trpo", "sb3-contrib TRPO"))
+
+
+@dataclass(frozen=True)
+class Suite:
+    envs: dict[str, int]
+    """env id → total_timesteps of each run"""
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    scripts: tuple[str, ...] = SCRIPTS
+
+
+SUITES = {
+    "classic": Suite({"CartPole-v1": 100_000, "Acrobot-v1": 200_000, "Pendulum-v1": 200_000}),
+    "mujoco": Suite({"Hopper-v5": 1_000_000, "HalfCheetah-v5": 1_000_000}),
+    "smoke": Suite({"CartPole-v1": 2048}, seeds=(1, 2), scripts=("pg", "ppo_clip")),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    suite: str
+    algo: str
+    env_id: str
+    seed: int
+    total_timesteps: int
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """How the CSVs name this run: (algo, env_id, seed), all as strings, as csv reads them back."""
+        return self.algo, self.env_id, str(self.seed)
+
+    def folder(self, work_dir: Path) -> Path:
+        return work_dir / self.suite / f"{self.env_id}__{self.algo}__{self.seed}"
+
+    def __str__(self) -> str:
+        return f"{self.algo} {self.env_id} seed {self.seed}"
+
+
+def suite_runs(name: str, scripts=(), envs=(), seeds=()) -> list[Run]:
+    """The suite's runs in script, env, seed order; non-empty scripts, envs or seeds keep only those of the suite."""
+    if name not in SUITES:
+        raise SystemExit(f"unknown suite {name!r}; the suites are {', '.join(SUITES)}")
+    suite = SUITES[name]
+    for asked, known, what in (
+        (scripts, suite.scripts, "script"),
+        (envs, suite.envs, "env"),
+        (seeds, suite.seeds, "seed"),
+    ):
+        if unknown := [x for x in asked if x not in known]:
+            raise SystemExit(f"suite {name} has no {what} {unknown}; it has {list(known)}")
+    return [
+        Run(name, algo, env_id, seed, total)
+        for algo in suite.scripts
+        if not scripts or algo in scripts
+        for env_id, total in suite.envs.items()
+        if not envs or env_id in envs
+        for seed in suite.seeds
+        if not seeds or seed in seeds
+    ]
+
+
+def load_script(name: str):
+    """One of the five scripts, imported as a module (they live in the repository root)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module(name)
+
+
+def load_hyperparams(path: Path = HYPERPARAMS) -> dict[str, dict[str, dict]]:
+    """hyperparams.toml as {script: {env_id: {Args field: value}}}, with keys written with - or _ read as fields.
+
+    The suite owns env_id, seed and total_timesteps, so the file may not set them."""
+    tables = tomllib.loads(path.read_text()) if path.exists() else {}
+    result = {}
+    for algo, envs in tables.items():
+        if algo not in SCRIPTS:
+            raise SystemExit(f"{path}: unknown script [{algo}]; the scripts are {', '.join(SCRIPTS)}")
+        names = {field.name for field in dataclasses.fields(load_script(algo).Args)}
+        result[algo] = {}
+        for env_id, flags in envs.items():
+            flags = {key.replace("-", "_"): value for key, value in flags.items()}
+            if unknown := sorted(set(flags) - names):
+                raise SystemExit(f'{path}: [{algo}."{env_id}"] sets {unknown}, which are not fields of {algo}.Args')
+            if owned := sorted(set(flags) & {"env_id", "seed", "total_timesteps"}):
+                raise SystemExit(f'{path}: [{algo}."{env_id}"] sets {owned}, which the suite sets')
+            result[algo][env_id] = flags
+    return result
+
+
+def run_args(run: Run, hyperparams: dict):
+    """The script's Args for this run: its defaults, then hyperparams.toml's flags for (script, env), then the run's
+    env, seed and budget."""
+    overrides = hyperparams.get(run.algo, {}).get(run.env_id, {})
+    fields = dict(env_id=run.env_id, seed=run.seed, total_timesteps=run.total_timesteps)
+    return load_script(run.algo).Args(**{**overrides, **fields})
+
+
+def command_argv(algo: str, args) -> list[str]:
+    """`python <algo>.py` and every field of args, defaults included, so the command repeats the run even if a
+    default changes later: a bool as --x / --no-x, and None left out where None is the default."""
+    hints = typing.get_type_hints(type(args))
+    argv = ["python", f"{algo}.py"]
+    for field in dataclasses.fields(args):
+        flag, value = "--" + field.name.replace("_", "-"), getattr(args, field.name)
+        if hints[field.name] is bool:
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list | tuple):
+            argv += [flag, *map(str, value)]
+        elif value is not None or field.default is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def check_round_trip(algo: str, args, argv: list[str]) -> None:
+    """Fails unless argv parses back, through the script's own CLI, to args: a wrong type in hyperparams.toml, or a
+    field this module cannot spell, shows here rather than in a run."""
+    try:
+        parsed = tyro.cli(type(args), args=argv[2:])
+    except SystemExit:
+        raise SystemExit(f"{algo}: cannot parse back its own command: {shlex.join(argv)}") from None
+    if parsed != args:
+        raise SystemExit(f"{algo}: the command parses back to other Args:\n{shlex.join(argv)}\n{parsed}\n{args}")
+
+
+def build_command(run: Run, hyperparams: dict) -> list[str]:
+    args = run_args(run, hyperparams)
+    argv = command_argv(run.algo, args)
+    check_round_trip(run.algo, args, argv)
+    return argv
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Writes by rename, so that a reader never sees half a file: finished.json must exist only once complete."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def prepare(folder: Path, argv: list[str]) -> None:
+    """An empty run folder with the command to run in it; whatever a killed earlier attempt left there goes."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    write_json(folder / "command.json", {"argv": argv})
+
+
+def launch(folder: Path) -> tuple[subprocess.Popen, float]:
+    """Starts the command of folder/command.json in that folder with one thread (runs in parallel must not fight over
+    cores), output to output.txt. Returns the process and its start time."""
+    argv = json.loads((folder / "command.json").read_text())["argv"]
+    start = time.time()
+    with open(folder / "output.txt", "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / argv[1]), *argv[2:]],
+            cwd=folder,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    return process, start
+
+
+def finish(folder: Path, returncode: int, start: float) -> None:
+    write_json(folder / "finished.json", {"returncode": returncode, "start": start, "seconds": time.time() - start})
+
+
+def finished(folder: Path, argv: list[str]) -> dict | None:
+    """finished.json if the run in folder exited cleanly with exactly this command, else None."""
+    try:
+        done = json.loads((folder / "finished.json").read_text())
+        ran = json.loads((folder / "command.json").read_text())["argv"]
+    except FileNotFoundError:
+        return None
+    return done if done["returncode"] == 0 and ran == argv else None
+
+
+def read_scalars(run_dir: Path, *keys: str) -> dict[str, list]:
+    """The tensorboard scalar events of run_dir under each key, in the order logged."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {key: events.Scalars(key) if key in events.Tags()["scalars"] else [] for key in keys}
+
+
+def episode_rows(run: Run, folder: Path, start: float) -> list[dict]:
+    """Every finished episode of the run in folder, as rows of results/<suite>.csv."""
+    (run_dir,) = (folder / "runs").iterdir()
+    scalars = read_scalars(run_dir, "charts/episodic_return", "charts/episodic_length")
+    returns, lengths = scalars["charts/episodic_return"], scalars["charts/episodic_length"]
+    assert len(returns) == len(lengths), f"{run_dir}: {len(returns)} returns but {len(lengths)} lengths"
+    algo, env_id, seed = run.key
+    return [
+        dict(algo=algo, env_id=env_id, seed=seed, global_step=r.step, episodic_return=f"{r.value:.7g}",
+             episodic_length=int(l.value), wall_seconds=f"{r.wall_time - start:.2f}")
+        for r, l in zip(returns, lengths, strict=True)
+    ]  # fmt: skip
+
+
+def read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, columns, rows, append: bool = False) -> None:
+    """Writes rows, or appends them; a new file gets the header. Only the runner's parent process writes, so appends
+    from parallel runs cannot interleave."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not append or not path.exists()
+    with open(path, "w" if not append else "a", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def suite_csvs(results_dir: Path, suite: str) -> tuple[Path, Path]:
+    """results/<suite>.csv (one row per episode) and results/<suite>.commands.csv (one row per finished run)."""
+    return results_dir / f"{suite}.csv", results_dir / f"{suite}.commands.csv"
+
+
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def speed_markdown(rows: list[dict]) -> str:
+    """The Markdown tables of results/speed.csv: each script against raw stepping of its own vector env, and our
+    scripts against SB3 / sb3-contrib at matched settings. speed.py writes them, report.py puts them in README."""
+    by_name = {(row["name"], row["env_id"]): row for row in rows}
+    first = rows[0]
+    lines = [
+        f"Measured by `python benchmarks/speed.py --steps {first['steps']}` on {first['cpu']}, one thread per process "
+        "(OMP_NUM_THREADS=1), tensorboard on. Raw SPS steps the same vector env (4 envs, random actions) just "
+        "before and just after the script; peak memory is the process's maximum resident set size.",
+        "",
+        "| script | env | script SPS | raw SPS before / after | script / raw | peak memory (MiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if row["raw_sps_before"]:
+            sps, before, after = (float(row[k]) for k in ("sps", "raw_sps_before", "raw_sps_after"))
+            lines.append(
+                f"| `{row['name']}` | {row['env_id']} | {sps:,.0f} | {before:,.0f} / {after:,.0f} | "
+                f"{sps / ((before + after) / 2):.3f} | {float(row['peak_mib']):.0f} |"
+            )
+    pairs = [(by_name[ours, their["env_id"]], their) for ours, name in SPEED_PAIRS for their in rows
+             if their["name"] == name and (ours, their["env_id"]) in by_name]  # fmt: skip
+    if pairs:
+        lines += [
+            "",
+            "At matched settings (num_envs, batch and minibatch sizes, epochs, 64×64 tanh networks, VecNormalize for "
+            "observations and rewards, the same steps), on CPU:",
+            "",
+            "| ours | theirs | env | ours SPS | theirs SPS | ours / theirs | peak memory ours / theirs (MiB) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for ours, their in pairs:
+            lines.append(
+                f"| `{ours['name']}` | {their['name']} | {their['env_id']} | {float(ours['sps']):,.0f} | "
+                f"{float(their['sps']):,.0f} | {float(ours['sps']) / float(their['sps']):.2f} | "
+                f"{float(ours['peak_mib']):.0f} / {float(their['peak_mib']):.0f} |"
+            )
+    return "\n".join(lines) + "\n"
