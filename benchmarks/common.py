@@ -276,8 +276,8 @@ def speed_markdown(rows: list[dict]) -> str:
     first = rows[0]
     lines = [
         f"Measured by `python benchmarks/speed.py --steps {first['steps']}` on {first['cpu']}, one thread per process "
-        "(OMP_NUM_THREADS=1), tensorboard on. Raw SPS steps the same vector env (4 envs, random actions) just "
-        "before and just after the script; peak memory is the process's maximum resident set size.",
+        "(OMP_NUM_THREADS=1), tensorboard on. Raw SPS steps the same vector env (the script's num_envs, random "
+        "actions) just before and just after the script; peak memory is the process's maximum resident set size.",
         "",
         "| script | env | script SPS | raw SPS before / after | script / raw | peak memory (MiB) |",
         "|---|---|---|---|---|---|",
