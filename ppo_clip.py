@@ -12,24 +12,27 @@ Schulman et al. 2017, "Proximal Policy Optimization Algorithms", with the implem
 gradient-norm clip. PPO replaces trpo.py's second-order step by these first-order epochs, and ppo_clip.py and ppo_kl.py
 differ only in the objective: `diff ppo_clip.py ppo_kl.py`.
 
-    python ppo_clip.py --env-id Hopper-v5 --total-timesteps 1000000
+    python ppo_clip.py                                          # CartPole-v1
+    python ppo_clip.py --env-id Hopper-v5 --total-timesteps 1000000  # obs and rewards are normalised
+    python ppo_clip.py --eval-checkpoint runs/RUN/ppo_clip.model       # the saved policy's deterministic returns
 """
 
 import copy
-import importlib.util
+import math
 import os
-import random
-import shlex
+import sys
+import tempfile
 import time
-from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from functools import partial
 
 import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
 import tyro
-from torch.distributions import Categorical, Independent, Normal
+from gymnasium.wrappers.utils import RunningMeanStd
+from torch.distributions import Categorical, Independent, Normal, kl_divergence
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -39,14 +42,16 @@ class Args:
     """the name of this experiment, used in the run folder's name"""
     seed: int = 1
     """seed of the experiment; a CPU run is reproducible bit for bit"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
     device: str = "auto"
     """auto (cuda, then mps, then cpu), cpu, cuda or mps"""
     capture_video: bool = False
-    """whether to save videos of the first env's episodes to `videos/` (needs moviepy)"""
+    """whether to record env 0's episodes to `videos/{run_name}` (needs moviepy and the env's renderer)"""
     save_model: bool = False
-    """whether to save the weights and normalisation statistics to the run folder, then evaluate them"""
+    """whether to save the weights, normalisation statistics and arguments to the run folder, then evaluate them"""
+    eval_checkpoint: str | None = None
+    """a saved model to evaluate instead of training; the env and the agent are rebuilt from its saved arguments"""
+    eval_episodes: int = 10
+    """episodes of the deterministic policy per evaluation, each cut at the env's time limit (or 1,000 steps)"""
 
     env_id: str = "CartPole-v1"
     """the id of the gymnasium environment"""
@@ -79,123 +84,68 @@ class Args:
     max_grad_norm: float = 0.5
     """the largest global norm of the gradient"""
     target_kl: float | None = None
-    """stop the epochs early once the approximate KL of a minibatch exceeds this; None: never"""
+    """stop the epochs after one whose last minibatch has an approximate KL above this; None: never"""
     norm_obs: bool | None = None
     """normalise observations by running mean and std; None means on for Box actions, off otherwise"""
     norm_reward: bool | None = None
     """scale rewards by the running std of the discounted return; None means on for Box actions, off otherwise"""
 
 
-def check_args(args: Args) -> str | None:
-    """Why these arguments cannot train, in one line, or None if they can."""
-    sizes = ("total_timesteps", "num_envs", "num_steps", "num_minibatches")
-    for name in sizes + ("update_epochs", "learning_rate", "max_grad_norm", "clip_coef"):
-        if getattr(args, name) <= 0:
-            return f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
-    if args.num_envs * args.num_steps < 2 * args.num_minibatches:
-        return f"--num-minibatches {args.num_minibatches} needs --num-envs × --num-steps of at least twice that"
-    if not 0 < args.gamma <= 1:
-        return f"--gamma must be in (0, 1], got {args.gamma}"
-    if not 0 <= args.gae_lambda <= 1:
-        return f"--gae-lambda must be in [0, 1], got {args.gae_lambda}"
-    if args.target_kl is not None and args.target_kl <= 0:
-        return f"--target-kl must be positive, got {args.target_kl}"
-    available = {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if args.device not in available:
-        return f"--device must be auto, cpu, cuda or mps, got {args.device!r}"
-    if not available[args.device]:
-        return f"--device {args.device} is not available on this machine"
-    try:
-        env = gym.make(args.env_id)
-    except gym.error.Error as e:
-        return f"cannot make --env-id {args.env_id!r}: {e}"
-    obs_space, act_space = env.observation_space, env.action_space
-    env.close()
-    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        return f"{args.env_id} has observation space {obs_space}; supported: a flat Box"
-    flat_box = isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1
-    if not (flat_box or isinstance(act_space, gym.spaces.Discrete)):
-        return f"{args.env_id} has action space {act_space}; supported: Discrete, or a flat Box"
-    if args.capture_video and not importlib.util.find_spec("moviepy"):
-        return "--capture-video needs moviepy: pip install moviepy"
-    return None
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    return torch.device(name)
-
-
-def reproduce_command(args: Args) -> str:
-    """The command line that repeats this run: every flag, defaults included."""
-    flags = []
-    for field in fields(args):
-        flag, value = field.name.replace("_", "-"), getattr(args, field.name)
-        if field.type is bool:
-            flags.append(f"--{flag}" if value else f"--no-{flag}")
-        elif value is not None:
-            flags.append(f"--{flag} {shlex.quote(str(value))}")
-    return f"python {os.path.basename(__file__)} " + " ".join(flags)
-
-
-def make_env(env_id: str, num_envs: int, capture_video: bool = False, run_name: str = "") -> gym.vector.VectorEnv:
+def make_env(env_id: str, num_envs: int, video_folder: str | None = None, max_episode_steps: int | None = None):
     """num_envs copies of env_id that reset in the same step as an episode ends (its last obs is in info["final_obs"])
-    and report each episode's return and length in info["episode"]."""
-    autoreset = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
-    if capture_video:
-        envs = gym.make_vec(env_id, num_envs, "sync", autoreset, render_mode="rgb_array")
-        envs = gym.wrappers.vector.RecordVideo(envs, f"videos/{run_name}")
-    else:
-        envs = gym.make_vec(env_id, num_envs, "sync", autoreset)
+    and report each episode's return and length in info["episode"]. With a video_folder, env 0 is filmed there."""
+    env_fns = [partial(gym.make, env_id, max_episode_steps=max_episode_steps) for _ in range(num_envs)]
+    if video_folder is not None:
+        env_fns[0] = lambda: gym.wrappers.RecordVideo(gym.make(env_id, render_mode="rgb_array"), video_folder)
+    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
 class Normalizer:
     """Running observation normalisation, (o − μ)/σ, and reward scaling, r/σ_R with σ_R the running std of the
-    discounted return (Engstrom et al. 2020, "Implementation Matters in Deep RL"). Both are clipped to ±10."""
+    discounted return (Engstrom et al. 2020, "Implementation Matters in Deep RL"), both clipped to ±10. Frozen, it
+    changes no statistic. Not gymnasium's vector wrappers: they refuse same-step autoreset, and info["final_obs"] must
+    be normalised with the same statistics as the observations."""
 
     def __init__(self, obs_dim: int, num_envs: int, gamma: float, norm_obs: bool, norm_reward: bool):
-        self.norm_obs, self.norm_reward, self.gamma = norm_obs, norm_reward, gamma
-        self.obs_stats = (np.zeros(obs_dim), np.ones(obs_dim), 1e-4)  # running (mean, variance, count)
-        self.return_stats = (0.0, 1.0, 1e-4)
+        self.norm_obs, self.norm_reward, self.gamma, self.frozen = norm_obs, norm_reward, gamma, False
+        self.stats = {"obs": RunningMeanStd(shape=(obs_dim,)), "return": RunningMeanStd(shape=())}
         self.discounted_return = np.zeros(num_envs)
 
-    @staticmethod
-    def merge(stats: tuple, batch: np.ndarray) -> tuple:
-        """The (mean, variance, count) of the samples behind stats and those in batch (Chan et al. 1979)."""
-        mean, var, count = stats
-        delta, total = batch.mean(0) - mean, count + len(batch)
-        m2 = var * count + batch.var(0) * len(batch) + delta**2 * count * len(batch) / total
-        return mean + delta * len(batch) / total, m2 / total, total
-
-    def obs(self, obs: np.ndarray, update: bool) -> np.ndarray:
+    def obs(self, obs: np.ndarray, update: bool = True) -> np.ndarray:
         if not self.norm_obs:
             return obs
-        if update:
-            self.obs_stats = self.merge(self.obs_stats, obs)
-        mean, var, _ = self.obs_stats
-        return np.clip((obs - mean) / np.sqrt(var + 1e-8), -10, 10)
+        if update and not self.frozen:
+            self.stats["obs"].update(obs)
+        return np.clip((obs - self.stats["obs"].mean) / np.sqrt(self.stats["obs"].var + 1e-8), -10, 10)
 
     def reward(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         if not self.norm_reward:
             return reward
-        self.discounted_return = self.gamma * self.discounted_return + reward
-        self.return_stats = self.merge(self.return_stats, self.discounted_return)
-        self.discounted_return[done] = 0.0
-        return np.clip(reward / np.sqrt(self.return_stats[1] + 1e-8), -10, 10)
+        if not self.frozen:
+            self.discounted_return = self.gamma * self.discounted_return + reward
+            self.stats["return"].update(self.discounted_return)
+            self.discounted_return[done] = 0.0
+        return np.clip(reward / np.sqrt(self.stats["return"].var + 1e-8), -10, 10)
 
     def state_dict(self) -> dict:
-        return {k: v for k, v in vars(self).items() if k != "discounted_return"}
+        return {
+            n: {k: torch.tensor(v, dtype=torch.float64) for k, v in vars(rms).items()} for n, rms in self.stats.items()
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        vars(self).update(state)
+        for name, rms in self.stats.items():
+            vars(rms).update({k: state[name][k].numpy() for k in vars(rms)})
 
 
-def layer_init(layer: nn.Linear, gain: float = np.sqrt(2)) -> nn.Linear:
-    nn.init.orthogonal_(layer.weight, gain)
-    nn.init.zeros_(layer.bias)
-    return layer
+def mlp(in_dim: int, out_dim: int, gain: float) -> nn.Sequential:
+    """in_dim → 64 → 64 → out_dim with tanh between, initialised orthogonally; gain scales the output layer."""
+    layers = []
+    for n_in, n_out, layer_gain in [(in_dim, 64, np.sqrt(2)), (64, 64, np.sqrt(2)), (64, out_dim, gain)]:
+        layers += [nn.Linear(n_in, n_out), nn.Tanh()]
+        nn.init.orthogonal_(layers[-2].weight, layer_gain)
+        nn.init.zeros_(layers[-2].bias)
+    return nn.Sequential(*layers[:-1])
 
 
 class Agent(nn.Module):
@@ -205,16 +155,8 @@ class Agent(nn.Module):
         super().__init__()
         self.continuous = isinstance(action_space, gym.spaces.Box)
         act_dim = action_space.shape[0] if self.continuous else action_space.n
-        self.critic = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(),
-            layer_init(nn.Linear(64, 64)), nn.Tanh(),
-            layer_init(nn.Linear(64, 1), gain=1.0),
-        )  # fmt: skip
-        self.actor = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(),
-            layer_init(nn.Linear(64, 64)), nn.Tanh(),
-            layer_init(nn.Linear(64, act_dim), gain=0.01),
-        )  # fmt: skip
+        self.critic = mlp(obs_dim, 1, gain=1.0)
+        self.actor = mlp(obs_dim, act_dim, gain=0.01)
         if self.continuous:
             self.actor_logstd = nn.Parameter(torch.zeros(act_dim))
 
@@ -226,23 +168,26 @@ class Agent(nn.Module):
         return self.critic(obs).squeeze(-1)
 
     def dist(self, obs: torch.Tensor) -> torch.distributions.Distribution:
-        """πθ(·|s): Categorical(softmax(logits)), or N(μθ(s), diag(σ²)) with a state-independent log σ."""
+        """πθ(·|s): Categorical(softmax(logits)), or N(μθ(s), diag(σ²)) with a state-independent log σ. Argument
+        validation is off: checking every sample against the support costs a seventh of a rollout."""
         if self.continuous:
-            return Independent(Normal(self.actor(obs), self.actor_logstd.exp()), 1)
-        return Categorical(logits=self.actor(obs))
+            normal = Normal(self.actor(obs), self.actor_logstd.exp(), validate_args=False)
+            return Independent(normal, 1, validate_args=False)
+        return Categorical(logits=self.actor(obs), validate_args=False)
 
 
 def compute_gae(rewards, values, next_values, dones, gamma: float, gae_lambda: float) -> torch.Tensor:
     """Â_t = Σ_l (γλ)^l δ_{t+l} with δ_t = r_t + γ·V(s_{t+1}) − V(s_t), for (T, N) tensors, each column one env.
 
-    next_values[t] is V of the true successor of step t: 0 if the episode terminated there, V(final obs) if it was
-    truncated. dones[t] (terminated or truncated) ends the sum, so Â_t never reaches into the next episode."""
+    The caller passes next_values[t] = V of the true successor of step t: 0 if the episode terminated there,
+    V(info["final_obs"]) if it was truncated, else V(obs[t + 1]). dones[t] (terminated or truncated) ends the sum, so
+    Â_t never reaches into the next episode."""
     advantages = torch.zeros_like(rewards)
-    last = torch.zeros_like(rewards[0])
+    advantage = torch.zeros_like(rewards[0])
     for t in reversed(range(len(rewards))):
         delta = rewards[t] + gamma * next_values[t] - values[t]  # δ_t = r_t + γV(s_{t+1}) − V(s_t)
-        last = delta + gamma * gae_lambda * (1.0 - dones[t]) * last  # Â_t = δ_t + γλ·Â_{t+1}
-        advantages[t] = last
+        advantage = delta + gamma * gae_lambda * (1.0 - dones[t]) * advantage  # Â_t = δ_t + γλ·Â_{t+1}
+        advantages[t] = advantage
     return advantages
 
 
@@ -251,23 +196,36 @@ def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: 
     return torch.min(ratio * advantages, ratio.clamp(1 - clip_coef, 1 + clip_coef) * advantages)
 
 
-def rollout(envs, agent: Agent, normalizer: Normalizer, next_obs: torch.Tensor, num_steps: int):
-    """Runs πθ for num_steps steps in each env. Returns (T, N, ...) tensors, the obs to continue from, and the
-    (return, length) of each episode that ended.
+def guarded_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float = math.inf) -> bool:
+    """One optimizer step on loss, its gradient's global norm clipped to max_grad_norm, unless the loss or the gradient
+    is not finite: then no parameter moves, and the result is False."""
+    optimizer.zero_grad()
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
+    if not torch.isfinite(loss + grad_norm):
+        return False
+    optimizer.step()
+    return True
 
-    next_obs[t] is the true successor of obs[t]: where an episode ended, the env has already reset, so the successor
-    is info["final_obs"], not the new episode's first obs. So no transition spans two episodes."""
-    device, space = next_obs.device, envs.single_action_space
-    obs = torch.zeros((num_steps, *next_obs.shape), device=device)
-    next_obss = torch.zeros_like(obs)
-    actions = torch.zeros((num_steps, envs.num_envs, *space.shape), device=device)
-    logprobs, rewards, terminations, dones = (torch.zeros((num_steps, envs.num_envs), device=device) for _ in range(4))
-    episodes = []
+
+def rollout(envs, agent: Agent, normalizer: Normalizer, next_obs: torch.Tensor, num_steps: int, deterministic=False):
+    """Runs πθ (its mode, if deterministic) for num_steps steps in each env. Returns (T, N, ...) tensors, the obs to
+    continue from, and the (return, length) of each episode that ended.
+
+    true_next_obs[t] is the true successor of obs[t]: where an episode ended, the env has already reset, so the
+    successor is info["final_obs"], not the new episode's first obs. So no transition spans two episodes."""
+    device, space, num_envs = next_obs.device, envs.single_action_space, envs.num_envs
+    obs = torch.zeros((num_steps, *next_obs.shape), device=device)  # (T, N, obs_dim)
+    true_next_obs = torch.zeros_like(obs)
+    actions = torch.zeros((num_steps, num_envs, *space.shape), device=device)
+    logprobs = torch.zeros((num_steps, num_envs), device=device)
+    rewards, terminations, dones = (np.zeros((num_steps, num_envs), dtype=np.float32) for _ in range(3))
+    ended_episodes = []
     for t in range(num_steps):
         obs[t] = next_obs
         with torch.no_grad():
             dist = agent.dist(next_obs)
-            action = dist.sample()
+            action = dist.mode if deterministic else dist.sample()
             logprobs[t] = dist.log_prob(action)
         actions[t] = action
         env_action = action.cpu().numpy()
@@ -275,158 +233,211 @@ def rollout(envs, agent: Agent, normalizer: Normalizer, next_obs: torch.Tensor, 
             env_action = np.clip(env_action, space.low, space.high)
         raw_obs, reward, terminated, truncated, info = envs.step(env_action)
         done = terminated | truncated
-        next_obs = torch.tensor(normalizer.obs(raw_obs, update=True), dtype=torch.float32, device=device)
-        next_obss[t] = next_obs
+        next_obs = torch.as_tensor(normalizer.obs(raw_obs), dtype=torch.float32, device=device)
+        true_next_obs[t] = next_obs
         if done.any():  # those envs have reset already: their successor is the episode's final obs
             final_obs = normalizer.obs(np.stack(info["final_obs"][done]), update=False)
-            next_obss[t, done] = torch.tensor(final_obs, dtype=torch.float32, device=device)
-        rewards[t] = torch.tensor(normalizer.reward(reward, done), dtype=torch.float32, device=device)
-        terminations[t] = torch.tensor(terminated, device=device)
-        dones[t] = torch.tensor(done, device=device)
-        if "episode" in info:
-            episodes += [(info["episode"]["r"][i], info["episode"]["l"][i]) for i in np.flatnonzero(info["_episode"])]
-    return obs, next_obss, actions, logprobs, rewards, terminations, dones, next_obs, episodes
-
-
-def evaluate(model_path: str, env_id: str, episodes: int, device: torch.device) -> list[float]:
-    """Returns of the saved policy's mean action (argmax if Discrete), with the training run's frozen obs statistics."""
-    checkpoint = torch.load(model_path, map_location=device, weights_only=False)
-    envs = make_env(env_id, 1)
-    agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space).to(device)
-    agent.load_state_dict(checkpoint["agent"])
-    normalizer = Normalizer(envs.single_observation_space.shape[0], 1, 1.0, True, False)
-    normalizer.load_state_dict(checkpoint["normalizer"])
-    raw_obs, _ = envs.reset(seed=checkpoint["args"]["seed"] + 10_000)
-    returns = []
-    while len(returns) < episodes:
-        with torch.no_grad():
-            obs = torch.tensor(normalizer.obs(raw_obs, update=False), dtype=torch.float32, device=device)
-            action = agent.dist(obs).mode.cpu().numpy()
-        if agent.continuous:
-            action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
-        raw_obs, _, _, _, info = envs.step(action)
-        if "episode" in info:
-            returns.append(float(info["episode"]["r"][0]))
-    envs.close()
-    return returns
+            true_next_obs[t, done] = torch.as_tensor(final_obs, dtype=torch.float32, device=device)
+        rewards[t], terminations[t], dones[t] = normalizer.reward(reward, done), terminated, done
+        for i in np.flatnonzero(info.get("_episode", [])):
+            ended_episodes.append((float(info["episode"]["r"][i]), int(info["episode"]["l"][i])))
+    rewards, terminations, dones = (torch.as_tensor(x, device=device) for x in (rewards, terminations, dones))
+    return obs, true_next_obs, actions, logprobs, rewards, terminations, dones, next_obs, ended_episodes
 
 
 def main(args: Args) -> list[float]:
-    """Trains and returns the episodic returns, in the order the episodes ended."""
+    """Trains, or with --eval-checkpoint evaluates, and returns the episodic returns in the order they ended."""
     if error := check_args(args):
         raise SystemExit(f"{args.exp_name}: error: {error}")
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    command = reproduce_command(args)
-    print(command)
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text("command", command)
-    table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
-    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-
-    random.seed(args.seed)
-    np.random.seed(args.seed)
+    auto = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
+    if args.eval_checkpoint:
+        return evaluate(*load_checkpoint(args, device), args.eval_episodes, args.seed)
+    os.makedirs("runs", exist_ok=True)  # mkdtemp: a new folder, even for two runs that start in the same second
+    run_dir = tempfile.mkdtemp(prefix=f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}_", dir="runs")
     torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = pick_device(args.device)
-
-    envs = make_env(args.env_id, args.num_envs, args.capture_video, run_name)
-    obs_dim, continuous = envs.single_observation_space.shape[0], isinstance(envs.single_action_space, gym.spaces.Box)
-    norm_obs, norm_reward = (continuous if flag is None else flag for flag in (args.norm_obs, args.norm_reward))
-    normalizer = Normalizer(obs_dim, args.num_envs, args.gamma, norm_obs, norm_reward)
-    agent = Agent(obs_dim, envs.single_action_space).to(device)
+    envs = make_env(args.env_id, args.num_envs, f"videos/{os.path.basename(run_dir)}" if args.capture_video else None)
+    continuous = isinstance(envs.single_action_space, gym.spaces.Box)
+    args.norm_obs, args.norm_reward = (continuous if f is None else f for f in (args.norm_obs, args.norm_reward))
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "\n\n".join(f"{key}: {value}" for key, value in vars(args).items()))
+    agent, normalizer = build(args, envs, device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 
     batch_size = args.num_envs * args.num_steps
     num_iterations = max(args.total_timesteps // batch_size, 1)
     raw_obs, _ = envs.reset(seed=args.seed)
-    next_obs = torch.tensor(normalizer.obs(raw_obs, update=True), dtype=torch.float32, device=device)
-    global_step, start_time = 0, time.time()
-    episodic_returns, recent = [], deque(maxlen=20)
+    next_obs = torch.tensor(normalizer.obs(raw_obs), dtype=torch.float32, device=device)
+    global_step, start_time, skipped_updates, episodic_returns = 0, time.time(), 0, []
+    try:
+        for iteration in range(1, num_iterations + 1):
+            if args.anneal_lr:
+                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
+            obs, true_next_obs, actions, logprobs, rewards, terminations, dones, next_obs, ended_episodes = rollout(
+                envs, agent, normalizer, next_obs, args.num_steps
+            )
+            global_step += batch_size
+            for episodic_return, length in ended_episodes:
+                writer.add_scalar("charts/episodic_return", episodic_return, global_step)
+                writer.add_scalar("charts/episodic_length", length, global_step)
+                episodic_returns.append(episodic_return)
 
-    for iteration in range(1, num_iterations + 1):
-        if args.anneal_lr:
-            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
-        obs, next_obss, actions, logprobs, rewards, terminations, dones, next_obs, episodes = rollout(
-            envs, agent, normalizer, next_obs, args.num_steps
-        )
-        global_step += batch_size
-        for r, length in episodes:
-            writer.add_scalar("charts/episodic_return", r, global_step)
-            writer.add_scalar("charts/episodic_length", length, global_step)
-            episodic_returns.append(float(r))
-            recent.append(float(r))
-
-        with torch.no_grad():
-            values = agent.value(obs)
-            next_values = agent.value(next_obss) * (1.0 - terminations)  # V(s_{t+1}), 0 after termination
-        advantages = compute_gae(rewards, values, next_values, dones, args.gamma, args.gae_lambda)
-        returns = advantages + values
-
-        b_obs = obs.reshape(batch_size, obs_dim)
-        b_actions = actions.reshape(batch_size, *envs.single_action_space.shape)
-        b_logprobs = logprobs.reshape(-1)
-        b_advantages = advantages.reshape(-1)
-        b_returns = returns.reshape(-1)
-        b_values = values.reshape(-1)
-
-        # ALGO LOGIC: K epochs of minibatch Adam on the policy objective L(θ) and the value loss
-        old_agent = copy.deepcopy(agent).requires_grad_(False)  # π_old, for the exact KL
-        clipfracs = []
-        epochs = (torch.randperm(batch_size, device=device) for _ in range(args.update_epochs))
-        for mb in (mb for perm in epochs for mb in perm.tensor_split(args.num_minibatches)):
-            dist = agent.dist(b_obs[mb])
-            logratio = dist.log_prob(b_actions[mb]) - b_logprobs[mb]
-            ratio = logratio.exp()  # r = πθ(a|s)/π_old(a|s)
             with torch.no_grad():
-                old_approx_kl = (-logratio).mean()
-                approx_kl = ((ratio - 1) - logratio).mean()  # an unbiased, non-negative estimate of KL(π_old ‖ πθ)
-                clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean().item())
-            mb_advantages = b_advantages[mb]
-            mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-            policy_loss = -clipped_surrogate(ratio, mb_advantages, args.clip_coef).mean()
+                values = agent.value(obs)
+                next_values = agent.value(true_next_obs) * (1.0 - terminations)  # V(s_{t+1}), 0 after termination
+            advantages = compute_gae(rewards, values, next_values, dones, args.gamma, args.gae_lambda)
+            returns = advantages + values
 
-            new_values = agent.value(b_obs[mb])
-            value_loss = (new_values - b_returns[mb]) ** 2
-            if args.clip_vloss:
-                clipped = b_values[mb] + (new_values - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
-                value_loss = torch.max(value_loss, (clipped - b_returns[mb]) ** 2)
-            value_loss = 0.5 * value_loss.mean()
-            entropy = dist.entropy().mean()
-            loss = policy_loss - args.ent_coef * entropy + args.vf_coef * value_loss
+            b_obs = obs.reshape(batch_size, -1)
+            b_actions = actions.reshape(batch_size, *envs.single_action_space.shape)
+            b_logprobs = logprobs.reshape(-1)
+            b_advantages = advantages.reshape(-1)
+            b_returns = returns.reshape(-1)
+            b_values = values.reshape(-1)
+            with torch.no_grad():
+                old_dist = agent.dist(b_obs)  # π_old, for the exact KL after the update
 
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-            optimizer.step()
+            # ALGO LOGIC: K epochs of minibatch Adam on the policy objective L(θ) and the value loss
+            skipped = 0
+            for _ in range(args.update_epochs):
+                for mb in torch.randperm(batch_size, device=device).tensor_split(args.num_minibatches):
+                    dist = agent.dist(b_obs[mb])
+                    logratio = dist.log_prob(b_actions[mb]) - b_logprobs[mb]
+                    ratio = logratio.exp()  # r = πθ(a|s)/π_old(a|s)
+                    mb_advantages = b_advantages[mb]
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                    policy_loss = -clipped_surrogate(ratio, mb_advantages, args.clip_coef).mean()
+                    new_values = agent.value(b_obs[mb])
+                    value_loss = (new_values - b_returns[mb]) ** 2
+                    if args.clip_vloss:
+                        clipped = b_values[mb] + (new_values - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
+                        value_loss = torch.max(value_loss, (clipped - b_returns[mb]) ** 2)
+                    value_loss = 0.5 * value_loss.mean()
+                    entropy = dist.entropy().mean()
+                    loss = policy_loss - args.ent_coef * entropy + args.vf_coef * value_loss
+                    skipped += not guarded_step(optimizer, loss, args.max_grad_norm)
+            with (
+                torch.no_grad()
+            ):  # estimates KL(π_old ‖ πθ) without bias, never below 0: joschu.net/blog/kl-approx.html
+                approx_kl = ((ratio - 1) - logratio).mean()
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
-        with torch.no_grad():
-            kl = torch.distributions.kl_divergence(old_agent.dist(b_obs), agent.dist(b_obs)).mean()
 
-        explained_var = 1 - (b_returns - b_values).var() / b_returns.var()
-        sps = int(global_step / (time.time() - start_time))
-        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        writer.add_scalar("charts/SPS", sps, global_step)
-        writer.add_scalar("losses/value_loss", value_loss.item(), global_step)
-        writer.add_scalar("losses/policy_loss", policy_loss.item(), global_step)
-        writer.add_scalar("losses/entropy", entropy.item(), global_step)
-        writer.add_scalar("losses/explained_variance", explained_var.item(), global_step)
-        writer.add_scalar("losses/kl", kl.item(), global_step)
-        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
-        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
-        mean_return = f"{np.mean(recent):8.1f}" if recent else "       -"
-        print(f"step {global_step:>9,}/{args.total_timesteps:,} | return {mean_return} | SPS {sps:,}")
-
+            with torch.no_grad():  # the same in every script: the losses after the update, over the whole batch
+                new_dist = agent.dist(b_obs)
+                ratio = (new_dist.log_prob(b_actions) - b_logprobs).exp()
+                b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
+                policy_loss = -clipped_surrogate(ratio, b_advantages, args.clip_coef).mean()
+                value_loss = ((agent.value(b_obs) - b_returns) ** 2).mean()
+            skipped_updates += skipped
+            explained_var = 1 - (b_returns - b_values).var() / b_returns.var() if b_returns.var() > 0 else math.nan
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            writer.add_scalar("charts/skipped_updates", skipped_updates, global_step)
+            writer.add_scalar("losses/value_loss", value_loss, global_step)
+            writer.add_scalar("losses/policy_loss", policy_loss, global_step)
+            writer.add_scalar("losses/entropy", new_dist.entropy().mean(), global_step)
+            writer.add_scalar("losses/explained_variance", explained_var, global_step)
+            writer.add_scalar("losses/kl", kl_divergence(old_dist, new_dist).mean(), global_step)
+            writer.add_scalar("losses/clipfrac", ((ratio - 1).abs() > args.clip_coef).float().mean(), global_step)
+            elapsed, sps = time.time() - start_time, int(global_step / (time.time() - start_time))
+            writer.add_scalar("charts/SPS", sps, global_step)
+            mean = f"{np.mean(episodic_returns[-20:]):8.1f}" if episodic_returns else "       -"
+            left = f"{elapsed * (num_iterations - iteration) / iteration:.0f} s left"
+            warn = f" | {skipped} updates skipped: non-finite loss or gradient" if skipped else ""
+            print(f"step {global_step:>9,} | return {mean} | SPS {sps:6,} | {elapsed:5.0f} s, {left}{warn}")
+    except KeyboardInterrupt:  # Ctrl-C: exit as interrupted, once the model is saved if asked
+        print(f"{args.exp_name}: interrupted at step {global_step:,}", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:  # whatever happens, tensorboard is flushed and the model saved if asked
+        envs.close()
+        writer.close()
+        if args.save_model:  # only tensors and plain values, renamed into place: never half a checkpoint on disk
+            checkpoint = {"agent": agent.state_dict(), "normalizer": normalizer.state_dict(), "args": vars(args)}
+            torch.save(checkpoint, f"{run_dir}/tmp")
+            os.replace(f"{run_dir}/tmp", f"{run_dir}/{args.exp_name}.model")
     if args.save_model:
-        model_path = f"runs/{run_name}/{args.exp_name}.model"
-        torch.save({"agent": agent.state_dict(), "normalizer": normalizer.state_dict(), "args": vars(args)}, model_path)
-        print(f"model saved to {model_path}")
-        for r in evaluate(model_path, args.env_id, 10, device):
-            writer.add_scalar("eval/episodic_return", r, global_step)
-    envs.close()
-    writer.close()
+        evaluate(agent, normalizer, args.env_id, args.eval_episodes, args.seed)
     return episodic_returns
+
+
+# Plumbing: evaluation, checkpoints and argument checks. Nothing below is the method.
+
+
+def build(args: Args, envs, device: torch.device) -> tuple[Agent, Normalizer]:
+    obs_dim = envs.single_observation_space.shape[0]
+    normalizer = Normalizer(obs_dim, envs.num_envs, args.gamma, args.norm_obs, args.norm_reward)
+    return Agent(obs_dim, envs.single_action_space).to(device), normalizer
+
+
+def evaluate(agent: Agent, normalizer: Normalizer, env_id: str, episodes: int, seed: int) -> list[float]:
+    """Prints and returns the returns of the deterministic policy (argmax, or the Gaussian mean), with the normaliser
+    frozen. Every episode ends: at the env's time limit, or else after 1,000 steps."""
+    limit = gym.spec(env_id).max_episode_steps or 1000
+    envs, normalizer = make_env(env_id, 1, max_episode_steps=limit), copy.deepcopy(normalizer)
+    normalizer.frozen = True
+    raw_obs, _ = envs.reset(seed=seed)
+    next_obs = torch.tensor(normalizer.obs(raw_obs), dtype=torch.float32, device=next(agent.parameters()).device)
+    results = []
+    while len(results) < episodes:
+        *_, terminations, dones, next_obs, ended = rollout(envs, agent, normalizer, next_obs, limit, True)
+        results += zip(ended, (dones > terminations)[dones > 0].tolist(), strict=True)  # one env: in step order
+    for i, ((episodic_return, length), truncated) in enumerate(results[:episodes], 1):
+        print(f"eval episode {i}: return {episodic_return:.2f} in {length} steps" + " (truncated)" * truncated)
+    returns = [episodic_return for (episodic_return, _), _ in results[:episodes]]
+    print(f"eval: {np.mean(returns):.2f} ± {np.std(returns):.2f} over {episodes} episodes of {env_id}")
+    return returns
+
+
+def load_checkpoint(args: Args, device: torch.device) -> tuple[Agent, Normalizer, str]:
+    """The agent, normaliser and env id saved in --eval-checkpoint. weights_only=True unpickles tensors and plain
+    values only, so a checkpoint cannot run code."""
+    try:
+        checkpoint = torch.load(args.eval_checkpoint, map_location=device, weights_only=True)
+        saved = Args(**checkpoint["args"])
+        agent, normalizer = build(saved, make_env(saved.env_id, 1), device)
+        agent.load_state_dict(checkpoint["agent"])
+        normalizer.load_state_dict(checkpoint["normalizer"])
+    except Exception as e:  # missing, truncated, foreign, or holding objects that are not plain data
+        raise SystemExit(f"{args.exp_name}: error: --eval-checkpoint {args.eval_checkpoint}: {first_line(e)}") from None
+    return agent, normalizer, saved.env_id
+
+
+def first_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
+def check_args(args: Args) -> str | None:
+    """Why these arguments cannot run, in one line, or None if they can."""
+    batch_size = args.num_envs * args.num_steps
+    devices = {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    positive = ["total_timesteps", "num_envs", "num_steps", "learning_rate", "update_epochs", "max_grad_norm"]
+    rules = {name: (getattr(args, name) > 0, "positive") for name in positive + ["clip_coef", "eval_episodes"]}
+    rules["gamma"] = (0 < args.gamma <= 1, "in (0, 1]")
+    rules["gae_lambda"] = (0 <= args.gae_lambda <= 1, "in [0, 1]")
+    rules["target_kl"] = (args.target_kl is None or args.target_kl > 0, "positive")
+    rules["num_minibatches"] = (
+        0 < 2 * args.num_minibatches <= batch_size,
+        f"at most {batch_size // 2} (2+ samples each)",
+    )
+    rules["device"] = (devices.get(args.device), "one of " + ", ".join(d for d, ok in devices.items() if ok) + " here")
+    for name, (allowed, rule) in rules.items():
+        if not allowed:
+            return f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}"
+    try:
+        env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
+        if args.capture_video:  # films one frame: needs moviepy and the env's renderer
+            with tempfile.TemporaryDirectory() as folder:
+                gym.wrappers.RecordVideo(env, folder).reset(seed=0)
+        env.close()
+    except Exception as e:  # an unknown id, or a missing package: gymnasium's message says which to install
+        return f"{'--capture-video' if args.capture_video else 'cannot make'} --env-id {args.env_id}: {first_line(e)}"
+    if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
+        return f"{args.env_id} has observation space {env.observation_space}; supported: a flat Box"
+    space = env.action_space
+    if not (space == gym.spaces.Discrete(space.n) if isinstance(space, gym.spaces.Discrete) else
+            isinstance(space, gym.spaces.Box) and len(space.shape) == 1):  # fmt: skip
+        return f"{args.env_id} has action space {space}; supported: Discrete(n) starting at 0, or a flat Box"
+    return None
 
 
 if __name__ == "__main__":
