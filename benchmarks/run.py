@@ -242,7 +242,6 @@ def main(options: Options) -> int:
         print(f"{len(todo)} runs not finished" if todo else "all runs recorded")
         return 0
     progress = Progress(len(runs), len(runs) - len(todo), sum(run.total_timesteps for run in todo))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that run_local's cleanup runs on `kill`
     backend = run_local if options.backend == "local" else run_slurm
     failed = backend(todo, commands, options, progress)
     print(f"{failed} runs failed; run the same command again to redo them" if failed else "all runs recorded")
@@ -250,4 +249,5 @@ def main(options: Options) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that run_local's cleanup also runs on `kill`
     sys.exit(main(tyro.cli(Options)))
