@@ -44,12 +44,16 @@ class Options:
 
 
 def load(results_dir: Path) -> dict[str, dict[tuple, list[dict]]]:
-    """{suite: {(algo, env_id, seed): its episodes in step order}} for each suite with a CSV, in SUITES order."""
+    """{suite: {(algo, env_id, seed): its episodes in step order}} for each reported suite with results, in SUITES
+    order. Only runs in <suite>.commands.csv count: the runner writes a run's row there after all its episodes."""
     suites = {}
-    for suite in SUITES:
+    for suite in (name for name, spec in SUITES.items() if spec.in_report):
+        episodes_csv, commands_csv = suite_csvs(results_dir, suite)
+        recorded = {(row["algo"], row["env_id"], row["seed"]) for row in read_csv(commands_csv)}
         runs = defaultdict(list)
-        for row in read_csv(suite_csvs(results_dir, suite)[0]):
-            runs[row["algo"], row["env_id"], int(row["seed"])].append(row)
+        for row in read_csv(episodes_csv):
+            if (row["algo"], row["env_id"], row["seed"]) in recorded:
+                runs[row["algo"], row["env_id"], int(row["seed"])].append(row)
         if runs:
             suites[suite] = {key: sorted(rows, key=lambda row: int(row["global_step"])) for key, rows in runs.items()}
     return suites

@@ -163,6 +163,21 @@ def run_local(todo: list[Run], commands: dict, options: Options, progress: Progr
     return failed
 
 
+def slurm_job_active(job: str) -> bool:
+    """Whether any task of the job is still pending or running (squeue forgets finished jobs after a while)."""
+    queued = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True, text=True)
+    return queued.returncode == 0 and bool(queued.stdout.strip())
+
+
+def in_flight(folder: Path) -> str | None:
+    """The Slurm job that is still working on this run folder, if any: such a run must not be started again."""
+    job_file = folder / "slurm_job"
+    if not job_file.exists() or (folder / "finished.json").exists():
+        return None
+    job = job_file.read_text()
+    return job if slurm_job_active(job) else None
+
+
 def run_slurm(todo: list[Run], commands: dict, options: Options, progress: Progress) -> int:
     """Submits todo as one job array, each task running task.py in its run folder; unless --no-wait, records the runs
     as their tasks finish. Returns the number that did not finish cleanly."""
@@ -186,16 +201,19 @@ def run_slurm(todo: list[Run], commands: dict, options: Options, progress: Progr
     sbatch += [f"--output={slurm_dir.resolve()}/%A_%a.out", *options.sbatch_args]
     sbatch += [f"--partition={options.partition}"] if options.partition else []
     print(shlex.join([*sbatch, str(script)]), flush=True)
-    job = subprocess.run([*sbatch, str(script)], capture_output=True, text=True, check=True).stdout.strip()
-    job = job.split(";")[0]  # --parsable prints "jobid" or "jobid;cluster"
+    submitted = subprocess.run([*sbatch, str(script)], capture_output=True, text=True)
+    if submitted.returncode:
+        raise SystemExit(f"sbatch failed: {submitted.stderr.strip()}")
+    job = submitted.stdout.strip().split(";")[0]  # --parsable prints "jobid" or "jobid;cluster"
+    for folder in folders:
+        (folder / "slurm_job").write_text(job)
     print(f"submitted job array {job} with {len(todo)} tasks", flush=True)
     if not options.wait:
         print("collect the results later with: python benchmarks/run.py --collect " + shlex.join(sys.argv[1:]))
         return 0
     pending, failed = dict(zip(todo, folders, strict=True)), 0
     while pending:
-        queued = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True, text=True)
-        active = queued.returncode == 0 and queued.stdout.strip()
+        active = slurm_job_active(job)
         for run, folder in list(pending.items()):
             if (folder / "finished.json").exists():
                 del pending[run]
@@ -229,17 +247,22 @@ def main(options: Options) -> int:
         print(f"{len(stale)} recorded runs were made with other flags, e.g. {stale[0]}; --redo reruns them")
     done = sum(run.key in recorded for run in runs)
     print(f"suite {options.suite}: {len(runs)} runs, {done} already recorded", flush=True)
-    todo = []
+    todo, queued = [], {}
     for run in runs:
         folder = run.folder(options.work_dir)
         if run.key in recorded:
             continue
         if not options.redo and finished(folder, commands[run]):  # a Slurm task, or a parent killed while recording
             print(record(run, folder, options.results_dir, commands[run]), flush=True)
+        elif job := in_flight(folder):
+            queued[run] = job
         else:
             todo.append(run)
+    if queued:
+        jobs = ", ".join(sorted(set(queued.values())))
+        print(f"{len(queued)} runs are still queued or running in Slurm job {jobs}; --collect records them later")
     if options.collect or not todo:
-        print(f"{len(todo)} runs not finished" if todo else "all runs recorded")
+        print(f"{len(todo)} runs not started" if todo else "all runs recorded" if not queued else "nothing to start")
         return 0
     progress = Progress(len(runs), len(runs) - len(todo), sum(run.total_timesteps for run in todo))
     backend = run_local if options.backend == "local" else run_slurm

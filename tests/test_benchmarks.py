@@ -129,7 +129,14 @@ def synthetic_results(results_dir: Path) -> None:
                   else 10.0, episodic_length=10, wall_seconds=i / 10) for i in range(1, 151)]  # fmt: skip
     rows += [dict(algo="ppo_clip", env_id="Pendulum-v1", seed=3, global_step=10 * i, episodic_return=-i,
                   episodic_length=200, wall_seconds=i) for i in range(1, 11)]  # fmt: skip
+    rows.append(dict(rows[-1], algo="trpo"))  # a run without a row in commands.csv, so not finished: not counted
     common.write_csv(results_dir / "classic.csv", common.EPISODE_COLUMNS, rows)
+    runs = {(row["algo"], row["env_id"], row["seed"]) for row in rows[:-1]}
+    common.write_csv(
+        results_dir / "classic.commands.csv",
+        ["algo", "env_id", "seed"],
+        [dict(zip(("algo", "env_id", "seed"), run, strict=True)) for run in runs],
+    )
 
 
 def test_report_is_deterministic_and_computes_cleanrls_score(tmp_path):
@@ -138,7 +145,7 @@ def test_report_is_deterministic_and_computes_cleanrls_score(tmp_path):
     assert "| `pg` | 150.0 ± 50.0 (2) | – |" in text
     assert "| `ppo_clip` | 206.0 ± 0.0 (1) | -5.5 ± 0.0 (1) |" in text  # 40 episodes of 500, 60 of 10
     assert "| `pg` | 0/2 | – | – |" in text and "| `ppo_clip` | 1/1 | 1,290 | 12.9 |" in text
-    assert "[Pendulum-v1](classic-Pendulum-v1.png)" in text and "Tianshou" in text
+    assert "[Pendulum-v1](classic-Pendulum-v1.png)" in text and "Tianshou" in text and "trpo" not in text
     for out_dir in (tmp_path / "a", tmp_path / "b"):
         report.main(report.Options(results_dir=tmp_path, out_dir=out_dir))
         assert (out_dir / "report.md").read_text() == "# Benchmark report\n\n" + text
@@ -254,16 +261,28 @@ def alive(pid: int) -> bool:
 
 
 def test_slurm_backend_runs_the_smoke_suite(slurm, tmp_path):
-    """The smoke suite as one job array on a real Slurm: every run lands in the CSVs, and a rerun submits nothing."""
-    folders = ["--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path / "results")]
-    command = [sys.executable, "benchmarks/run.py", "--suite", "smoke", "--backend", "slurm", "--poll-seconds", "1",
-               "--time", "00:10:00", *folders]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, env=slurm, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "submitted job array" in result.stdout and "4/4 runs done" in result.stdout
+    """The smoke suite as Slurm job arrays: seed 1 waited for; seed 2 submitted with --no-wait, not submitted again
+    while its tasks run, and recorded by --collect. Then every run is in the CSVs, and a rerun submits nothing."""
+
+    def runner(*flags: str) -> str:
+        folders = ["--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path / "results")]
+        command = [sys.executable, "benchmarks/run.py", "--suite", "smoke", "--backend", "slurm", *folders, *flags]
+        result = subprocess.run(command, cwd=ROOT, env=slurm, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    out = runner("--seeds", "1", "--poll-seconds", "1", "--time", "00:10:00")
+    assert "submitted job array" in out and "2/2 runs done" in out
+    assert "submitted job array" in runner("--seeds", "2", "--no-wait")
+    out = runner("--seeds", "2", "--no-wait")
+    assert "2 runs are still queued or running" in out and "submit" not in out
+    for _ in range(60):
+        if "all runs recorded" in runner("--collect"):
+            break
+        time.sleep(1)
     episodes_csv, commands_csv = common.suite_csvs(tmp_path / "results", "smoke")
     keys = {(row["algo"], row["seed"]) for row in common.read_csv(episodes_csv)}
     assert keys == {("pg", "1"), ("pg", "2"), ("ppo_clip", "1"), ("ppo_clip", "2")}
     assert len(common.read_csv(commands_csv)) == 4
-    again = subprocess.run(command, cwd=ROOT, env=slurm, capture_output=True, text=True, timeout=60)
-    assert again.returncode == 0 and "4 already recorded" in again.stdout and "submit" not in again.stdout
+    out = runner()
+    assert "4 already recorded" in out and "submit" not in out
