@@ -123,9 +123,9 @@ def failure(run: Run, folder: Path) -> str:
     return "\n    ".join([f"FAILED {run}: see {folder / 'output.txt'}", *tail])
 
 
-def forget(runs: list[Run], results_dir: Path, keep: set) -> None:
+def forget(suite: str, results_dir: Path, keep: set) -> None:
     """Rewrites the suite's CSVs without the episodes and commands of runs whose key is not in keep."""
-    for path, columns in zip(suite_csvs(results_dir, runs[0].suite), (EPISODE_COLUMNS, COMMAND_COLUMNS), strict=True):
+    for path, columns in zip(suite_csvs(results_dir, suite), (EPISODE_COLUMNS, COMMAND_COLUMNS), strict=True):
         rows = read_csv(path)
         kept = [row for row in rows if (row["algo"], row["env_id"], row["seed"]) in keep]
         if len(kept) < len(rows):
@@ -242,7 +242,7 @@ def main(options: Options) -> int:
     if options.redo:
         recorded = {key: command for key, command in recorded.items() if key not in {run.key for run in runs}}
     # Episodes of a run without its command row were appended by an invocation killed before it finished recording.
-    forget(runs, options.results_dir, keep=set(recorded))
+    forget(options.suite, options.results_dir, keep=set(recorded))
     if stale := [run for run in runs if run.key in recorded and recorded[run.key] != shlex.join(commands[run])]:
         print(f"{len(stale)} recorded runs were made with other flags, e.g. {stale[0]}; --redo reruns them")
     done = sum(run.key in recorded for run in runs)
