@@ -115,7 +115,9 @@ class Normalizer:
         return np.clip(reward / np.sqrt(self.stats["return"].var + 1e-8), -10, 10)
 
     def state_dict(self) -> dict:
-        return {n: {k: torch.tensor(v, dtype=torch.float64) for k, v in vars(rms).items()} for n, rms in self.stats.items()}
+        return {
+            n: {k: torch.tensor(v, dtype=torch.float64) for k, v in vars(rms).items()} for n, rms in self.stats.items()
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for name, rms in self.stats.items():
@@ -384,19 +386,22 @@ def check_args(args: Args) -> str | None:
         if not allowed:
             return f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}"
     try:
-        env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
-        if args.capture_video:  # films one frame: needs moviepy and the env's renderer
-            with tempfile.TemporaryDirectory() as folder:
-                gym.wrappers.RecordVideo(env, folder).reset(seed=0)
+        env = gym.make(args.env_id)
         env.close()
-    except Exception as e:  # an unknown id, or a missing package: gymnasium's message says which to install
-        return f"{'--capture-video' if args.capture_video else 'cannot make'} --env-id {args.env_id}: {first_line(e)}"
+    except Exception as e:  # an unknown id, or a missing package: gymnasium's message says which
+        return f"cannot make --env-id {args.env_id}: {first_line(e)}"
     if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
         return f"{args.env_id} has observation space {env.observation_space}; supported: a flat Box"
     space = env.action_space
     if not (space == gym.spaces.Discrete(space.n) if isinstance(space, gym.spaces.Discrete) else
             isinstance(space, gym.spaces.Box) and len(space.shape) == 1):  # fmt: skip
         return f"{args.env_id} has action space {space}; supported: Discrete(n) starting at 0, or a flat Box"
+    try:
+        with tempfile.TemporaryDirectory() as folder:  # films one frame: needs moviepy and the env's renderer
+            if args.capture_video:
+                gym.wrappers.RecordVideo(gym.make(args.env_id, render_mode="rgb_array"), folder).reset(seed=0)
+    except Exception as e:  # gymnasium's message says which package to install
+        return f"--capture-video cannot film {args.env_id}: {first_line(e)}"
     return None
 
 

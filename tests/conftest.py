@@ -80,19 +80,29 @@ class ConstantEnv(gym.Env):
         return np.zeros(1), 1.0, False, False, {}
 
 
+class SpacesEnv(CounterEnv):
+    """Counter-v0 with other observation or action spaces, for the checks of which spaces the scripts support."""
+
+    def __init__(self, observation_space=None, action_space=None):
+        self.observation_space = observation_space or CounterEnv.observation_space
+        self.action_space = action_space or CounterEnv.action_space
+
+
 gym.register("Counter-v0", entry_point=CounterEnv, max_episode_steps=12)
 gym.register("Constant-v0", entry_point=ConstantEnv, max_episode_steps=7)
+gym.register("NoTimeLimit-v0", entry_point=ConstantEnv)
+gym.register("InfiniteBoxActions-v0", entry_point=SpacesEnv, max_episode_steps=12,
+             kwargs={"action_space": gym.spaces.Box(-np.inf, np.inf, (2,))})  # fmt: skip
 
-
-def _counter_with(**spaces):
-    env = CounterEnv()
-    vars(env).update(spaces)
-    return env
-
-
-gym.register(
-    "MultiDiscreteActions-v0", entry_point=lambda: _counter_with(action_space=gym.spaces.MultiDiscrete([2, 3]))
-)
-gym.register(
-    "DictObs-v0", entry_point=lambda: _counter_with(observation_space=gym.spaces.Dict({"x": gym.spaces.Discrete(2)}))
-)
+# Spaces the scripts refuse, each with the part of the error message that names it.
+UNSUPPORTED = {
+    "MultiDiscreteActions-v0": ({"action_space": gym.spaces.MultiDiscrete([2, 3])}, "MultiDiscrete"),
+    "MultiBinaryActions-v0": ({"action_space": gym.spaces.MultiBinary(3)}, "MultiBinary"),
+    "ShiftedDiscreteActions-v0": ({"action_space": gym.spaces.Discrete(3, start=-1)}, "Discrete(3, start=-1)"),
+    "ScalarBoxActions-v0": ({"action_space": gym.spaces.Box(-1.0, 1.0, ())}, "action space Box(-1.0, 1.0, ()"),
+    "DictObs-v0": ({"observation_space": gym.spaces.Dict({"x": gym.spaces.Discrete(2)})}, "Dict"),
+    "TupleObs-v0": ({"observation_space": gym.spaces.Tuple([gym.spaces.Discrete(2)] * 2)}, "Tuple"),
+    "ImageObs-v0": ({"observation_space": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)}, "(8, 8, 3)"),
+}
+for env_id, (spaces, _) in UNSUPPORTED.items():
+    gym.register(env_id, entry_point=SpacesEnv, kwargs=spaces, max_episode_steps=12)

@@ -4,7 +4,6 @@ Each test runs against every script that exists, since each script carries its o
 
 import importlib
 import math
-import shlex
 import shutil
 import subprocess
 import sys
@@ -14,8 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-import tyro
-from conftest import ROOT, SCRIPTS, only_run, read_scalars, tiny_args
+from conftest import ROOT, SCRIPTS, UNSUPPORTED, only_run, read_scalars, tiny_args
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -150,7 +148,7 @@ def test_normalizer_matches_batch_statistics(script):
     for batch in data:
         normalizer.obs(batch, update=True)
     flat = data.reshape(-1, 3)
-    mean, var, count = normalizer.obs_stats
+    mean, var = normalizer.stats["obs"].mean, normalizer.stats["obs"].var
     np.testing.assert_allclose(mean, flat.mean(0), rtol=1e-4)
     np.testing.assert_allclose(var, flat.var(0), rtol=1e-4)
     np.testing.assert_allclose(normalizer.obs(data[-1], update=False), (data[-1] - mean) / np.sqrt(var + 1e-8))
@@ -168,7 +166,7 @@ def test_reward_scale_is_the_std_of_the_discounted_return(script):
         returns.append(g.copy())
         g[d] = 0.0
     returns = np.array(returns)
-    mean, var, _ = normalizer.return_stats
+    mean, var = normalizer.stats["return"].mean, normalizer.stats["return"].var
     np.testing.assert_allclose([mean, var], [returns.mean(), returns.var()], rtol=1e-3)
     np.testing.assert_allclose(scaled[-1], rewards[-1] / np.sqrt(returns.var() + 1e-8), rtol=1e-3)
 
@@ -200,14 +198,14 @@ def test_short_run_writes_tensorboard_keys(script, in_tmp, env_id):
     assert REQUIRED_KEYS <= set(read_scalars(run))
     events = EventAccumulator(str(run))
     events.Reload()
-    assert {"command", "hyperparameters"} <= {tag.split("/")[0] for tag in events.Tags()["tensors"]}
+    assert "hyperparameters" in {tag.split("/")[0] for tag in events.Tags()["tensors"]}
 
 
 def train_and_load(script, **overrides):
     """Trains briefly with --save-model in the current folder; returns the checkpoint and the episodic returns."""
     returns = script.main(tiny_args(script, save_model=True, total_timesteps=1024, num_steps=256, **overrides))
     (path,) = Path("runs").glob("*/*.model")
-    checkpoint = torch.load(path, weights_only=False)
+    checkpoint = torch.load(path, weights_only=True)
     shutil.rmtree("runs")
     return checkpoint, returns
 
@@ -221,24 +219,25 @@ def test_same_seed_same_run(script, in_tmp, env_id):
     for name, weight in first["agent"].items():
         assert torch.equal(weight, second["agent"][name]), name
     assert not all(torch.equal(w, other["agent"][name]) for name, w in first["agent"].items())
-    for name, stat in first["normalizer"].items():
-        np.testing.assert_equal(stat, second["normalizer"][name])
+    for name, stats in first["normalizer"].items():
+        assert all(torch.equal(stat, second["normalizer"][name][key]) for key, stat in stats.items()), name
 
 
 def test_evaluation_reuses_training_obs_statistics(script, in_tmp):
     """evaluate() must give what the saved policy gets on observations normalised by the saved statistics."""
     checkpoint, _ = train_and_load(script, env_id="Pendulum-v1")
-    stats = checkpoint["normalizer"]
-    mean, var, count = stats["obs_stats"]
-    assert stats["norm_obs"] and count > 1000 and np.abs(mean).max() > 1e-3
-    torch.save(checkpoint, "model")
-    (evaluated,) = script.evaluate("model", "Pendulum-v1", 1, torch.device("cpu"))
+    mean, var, count = (checkpoint["normalizer"]["obs"][k].numpy() for k in ("mean", "var", "count"))
+    assert checkpoint["args"]["norm_obs"] and count > 1000 and np.abs(mean).max() > 1e-3
+    agent = script.Agent(3, gym.make("Pendulum-v1").action_space)
+    agent.load_state_dict(checkpoint["agent"])
+    normalizer = script.Normalizer(3, 2, 0.99, True, True)
+    normalizer.load_state_dict(checkpoint["normalizer"])
+    (evaluated,) = script.evaluate(agent, normalizer, "Pendulum-v1", 1, seed=5)
+    assert normalizer.stats["obs"].count == count, "evaluation must not update the statistics"
 
     def replay(mean, var):
         env = gym.make("Pendulum-v1")
-        agent = script.Agent(3, env.action_space)
-        agent.load_state_dict(checkpoint["agent"])
-        raw, _ = env.reset(seed=checkpoint["args"]["seed"] + 10_000)
+        raw, _ = env.reset(seed=5)
         total, done = 0.0, False
         while not done:
             obs = torch.tensor(np.clip((raw - mean) / np.sqrt(var + 1e-8), -10, 10), dtype=torch.float32)
@@ -253,11 +252,9 @@ def test_evaluation_reuses_training_obs_statistics(script, in_tmp):
 
 
 BAD_ARGS = [
-    (dict(env_id="NoSuchEnv-v0"), "NoSuchEnv-v0"),
-    (dict(env_id="MultiDiscreteActions-v0"), "MultiDiscrete"),
-    (dict(env_id="DictObs-v0"), "Dict"),
-    (dict(env_id="ScalarBoxActions-v0"), "Box"),
-    (dict(env_id="FrozenLake-v1"), "Discrete"),
+    (dict(env_id="NoSuchEnv-v0"), "--env-id NoSuchEnv-v0"),
+    *[(dict(env_id=env_id), expected) for env_id, (_, expected) in UNSUPPORTED.items()],
+    (dict(env_id="FrozenLake-v1"), "observation space Discrete(16)"),
     (dict(total_timesteps=0), "--total-timesteps"),
     (dict(num_envs=-1), "--num-envs"),
     (dict(num_steps=0), "--num-steps"),
@@ -267,6 +264,8 @@ BAD_ARGS = [
     (dict(gae_lambda=-0.1), "--gae-lambda"),
     (dict(gae_lambda=1.5), "--gae-lambda"),
     (dict(device="tpu"), "--device"),
+    (dict(eval_episodes=0), "--eval-episodes"),
+    (dict(capture_video=True), "--capture-video"),  # moviepy is not installed here: the message says what to install
 ]
 
 
@@ -274,8 +273,9 @@ BAD_ARGS = [
 def test_bad_input_is_refused_before_training(script, in_tmp, overrides, expected):
     args = script.Args(**overrides)
     assert expected in script.check_args(args)
-    with pytest.raises(SystemExit, match=expected):
+    with pytest.raises(SystemExit) as exit_info:
         script.main(args)
+    assert str(exit_info.value) == f"{script.__name__}: error: {script.check_args(args)}"
     assert not (in_tmp / "runs").exists()
 
 
@@ -294,19 +294,7 @@ def test_non_positive_rates_are_refused(name, rate, value):
 def test_unavailable_device_is_refused(script, device):
     available = torch.cuda.is_available() if device == "cuda" else torch.backends.mps.is_available()
     message = script.check_args(script.Args(device=device))
-    assert (message is None) if available else ("not available" in message)
-
-
-def test_printed_command_reproduces_the_args(script):
-    """The command a run prints parses back, through the script's own CLI, to the same Args."""
-    args = script.Args(seed=7, env_id="Pendulum-v1", norm_obs=False, norm_reward=True, exp_name="a name")
-    if hasattr(args, "target_kl") and args.target_kl is None:
-        args.target_kl = 0.02
-    command = shlex.split(script.reproduce_command(args))
-    assert command[:2] == ["python", f"{script.__name__}.py"]
-    assert tyro.cli(script.Args, args=command[2:]) == args
-    default = script.Args()
-    assert tyro.cli(script.Args, args=shlex.split(script.reproduce_command(default))[2:]) == default
+    assert (message is None) if available else (f"--device must be one of auto, cpu here, got {device}" == message)
 
 
 def test_good_input_is_accepted(script):
