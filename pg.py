@@ -377,10 +377,7 @@ def check_args(args: Args) -> str | None:
     rules = {name: (getattr(args, name) > 0, "positive") for name in positive + ["eval_episodes"]}
     rules["gamma"] = (0 < args.gamma <= 1, "in (0, 1]")
     rules["gae_lambda"] = (0 <= args.gae_lambda <= 1, "in [0, 1]")
-    rules["num_minibatches"] = (
-        0 < 2 * args.num_minibatches <= batch_size,
-        f"at most {batch_size // 2} (2+ samples each)",
-    )
+    rules["num_minibatches"] = (0 < args.num_minibatches <= batch_size, f"in [1, {batch_size}], the batch size")
     rules["device"] = (devices.get(args.device), "one of " + ", ".join(d for d, ok in devices.items() if ok) + " here")
     for name, (allowed, rule) in rules.items():
         if not allowed:
