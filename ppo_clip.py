@@ -316,10 +316,10 @@ def main(args: Args) -> list[float]:
                     entropy = dist.entropy().mean()
                     loss = policy_loss - args.ent_coef * entropy + args.vf_coef * value_loss
                     skipped += not guarded_step(optimizer, loss, args.max_grad_norm)
-            with torch.no_grad():  # KL(π_old ‖ πθ) estimated without bias: joschu.net/blog/kl-approx.html
-                approx_kl = ((ratio - 1) - logratio).mean()
-            if args.target_kl is not None and approx_kl > args.target_kl:
-                break
+                with torch.no_grad():  # KL(π_old ‖ πθ) estimated without bias: joschu.net/blog/kl-approx.html
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                if args.target_kl is not None and approx_kl > args.target_kl:  # after the epoch's last minibatch
+                    break
 
             with torch.no_grad():  # the same in every script: the losses after the update, over the whole batch
                 new_dist = agent.dist(b_obs)
