@@ -56,8 +56,9 @@ def test_zero_advantages_leave_the_policy_unchanged(script, in_tmp, monkeypatch,
     monkeypatch.setattr(script, "compute_gae", lambda rewards, *_: torch.zeros_like(rewards))
     script.main(tiny_args(script, env_id=env_id, total_timesteps=256, num_steps=64, save_model=True))
     weights = saved_checkpoint()["agent"]
-    # ppo_kl's penalty has a zero gradient at θ_old only up to round-off, which Adam scales up into small steps.
-    tolerance = 2e-3 if script.__name__ == "ppo_kl" else 0.0
+    # ppo_kl's Categorical KL has a zero gradient at θ_old only up to round-off (Σ p_old is 1 ± an ulp), which Adam
+    # scales up into steps of about 5e-4 here; the code before the rewrite drifted by exactly as much.
+    tolerance = 1e-3 if (script.__name__, env_id) == ("ppo_kl", "CartPole-v1") else 0.0
     for name, weight in initial_agent(script, env_id).state_dict().items():
         if not name.startswith("critic."):
             assert torch.allclose(weights[name], weight, rtol=0, atol=tolerance), name
