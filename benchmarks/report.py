@@ -123,8 +123,8 @@ def render(results_dir: Path, link_prefix: str) -> str:
         envs = ordered(runs, suite)[1]
         parts.append(f"Suite `{suite}`: mean return of each seed's last 100 training episodes, mean ± std (seeds).\n")
         parts.append(score_table(suite, runs))
-        links = ", ".join(f"[{env}]({link_prefix}{curve_file(suite, env)})" for env in envs)
-        parts.append(f"Learning curves: {links}.\n")
+        images = " ".join(f"![{suite}: {env}]({link_prefix}{curve_file(suite, env)})" for env in envs)
+        parts.append(f"Learning curves (mean over seeds, band: min to max):\n\n{images}\n")
         if "CartPole-v1" in envs:
             parts.append(
                 f"Suite `{suite}`, CartPole-v1: when the mean of the last {SOLVED_WINDOW} episodes first reached "

@@ -145,7 +145,7 @@ def test_report_is_deterministic_and_computes_cleanrls_score(tmp_path):
     assert "| `pg` | 150.0 ± 50.0 (2) | – |" in text
     assert "| `ppo_clip` | 206.0 ± 0.0 (1) | -5.5 ± 0.0 (1) |" in text  # 40 episodes of 500, 60 of 10
     assert "| `pg` | 0/2 | – | – |" in text and "| `ppo_clip` | 1/1 | 1,290 | 12.9 |" in text
-    assert "[Pendulum-v1](classic-Pendulum-v1.png)" in text and "Tianshou" in text and "trpo" not in text
+    assert "![classic: Pendulum-v1](classic-Pendulum-v1.png)" in text and "Tianshou" in text and "trpo" not in text
     for out_dir in (tmp_path / "a", tmp_path / "b"):
         report.main(report.Options(results_dir=tmp_path, out_dir=out_dir))
         assert (out_dir / "report.md").read_text() == "# Benchmark report\n\n" + text
