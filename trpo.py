@@ -16,8 +16,9 @@ Optimization". Â is GAE(γ, λ) (Schulman et al. 2016); the critic V is a separ
 npg.py is pg.py with the Adam step on the policy replaced by the natural gradient step; trpo.py is npg.py plus a
 backtracking line search on s. `diff npg.py trpo.py` shows only the line search.
 
-    python trpo.py                        # CartPole-v1
-    python trpo.py --env-id Hopper-v5     # continuous actions: observations and rewards are normalised
+    python trpo.py                                        # CartPole-v1
+    python trpo.py --env-id Hopper-v5 --save-model        # continuous actions: observations and rewards are normalised
+    python trpo.py --eval-checkpoint runs/RUN/trpo.model  # the saved policy's deterministic returns
 """
 
 import copy
@@ -372,7 +373,7 @@ def main(args: Args) -> list[float]:
             g = flat_grad(surrogate_old, params, retain_graph=True)
             fvp = partial(fisher_vector_product, flat_grad(kl, params, create_graph=True), params)
             step, cg_residual = natural_gradient_step(g, fvp, args.target_kl, args.cg_iters, args.cg_damping)
-            skipped = not torch.isfinite(step).all()  # a non-finite loss or gradient: no step passes, θ stays θ_old
+            skipped = not torch.isfinite(step).all()  # a non-finite loss or gradient: θ stays θ_old
             with torch.no_grad():
                 accepted, tries = line_search(
                     params, theta_old, step, objective, args.target_kl, args.backtrack_coef, args.backtrack_iters
@@ -470,20 +471,12 @@ def check_args(args: Args) -> str | None:
     """Why these arguments cannot run, in one line, or None if they can."""
     batch_size = args.num_envs * args.num_steps
     devices = {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    positive = [
-        "total_timesteps",
-        "num_envs",
-        "num_steps",
-        "target_kl",
-        "cg_iters",
-        "cg_damping",
-        "vf_learning_rate",
-        "backtrack_iters",
-    ]
+    positive = ["total_timesteps", "num_envs", "num_steps", "target_kl", "cg_iters", "cg_damping", "vf_learning_rate"]
     rules = {name: (getattr(args, name) > 0, "positive") for name in positive + ["vf_iters", "eval_episodes"]}
     rules["gamma"] = (0 < args.gamma <= 1, "in (0, 1]")
     rules["gae_lambda"] = (0 <= args.gae_lambda <= 1, "in [0, 1]")
     rules["backtrack_coef"] = (0 < args.backtrack_coef < 1, "in (0, 1)")
+    rules["backtrack_iters"] = (args.backtrack_iters > 0, "positive")
     rules["num_minibatches"] = (0 < args.num_minibatches <= batch_size, f"in [1, {batch_size}], the batch size")
     rules["device"] = (devices.get(args.device), "one of " + ", ".join(d for d, ok in devices.items() if ok) + " here")
     for name, (allowed, rule) in rules.items():
