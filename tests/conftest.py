@@ -19,8 +19,8 @@ def script(request):
 
 
 def tiny_args(module, **overrides):
-    """Args for a run of a few seconds."""
-    defaults = dict(total_timesteps=256, num_envs=2, num_steps=64)
+    """Args for a run of a few seconds; with --save-model, it evaluates a single episode."""
+    defaults = dict(total_timesteps=256, num_envs=2, num_steps=64, eval_episodes=1)
     return module.Args(**{**defaults, **overrides})
 
 

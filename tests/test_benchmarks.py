@@ -81,6 +81,7 @@ def test_hyperparams_apply_to_their_script_and_env_only(tmp_path):
         common.build_command(tuned, common.load_hyperparams(path))
 
 
+@pytest.mark.slow  # trains: tiny runs of the smoke suite
 def test_runner_records_skips_collects_and_redoes_a_killed_run(tmp_path, capsys):
     """One real smoke run (2,048 steps), then: a rerun skips it; a run finished in its folder but not recorded is
     collected without running; a run killed half-way (no finished.json) is redone from scratch."""
@@ -260,6 +261,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # trains: tiny runs of the smoke suite
 def test_slurm_backend_runs_the_smoke_suite(slurm, tmp_path):
     """The smoke suite as Slurm job arrays: seed 1 waited for; seed 2 submitted with --no-wait, not submitted again
     while its tasks run, and recorded by --collect. Then every run is in the CSVs, and a rerun submits nothing."""

@@ -90,7 +90,9 @@ def test_eval_checkpoint_matches_the_in_memory_evaluation(script, in_tmp, monkey
     evaluations = []
     evaluate = script.evaluate
     monkeypatch.setattr(script, "evaluate", lambda *a: evaluations.append(evaluate(*a)) or evaluations[-1])
-    script.main(tiny_args(script, env_id=env_id, total_timesteps=512, num_steps=128, save_model=True, seed=4))
+    script.main(
+        tiny_args(script, env_id=env_id, total_timesteps=512, num_steps=128, save_model=True, seed=4, eval_episodes=10)
+    )
     (path,) = Path("runs").glob("*/*.model")
     returns = script.main(script.Args(eval_checkpoint=str(path), eval_episodes=10, seed=4))
     assert evaluations[0] == returns and len(returns) == 10
