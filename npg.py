@@ -340,7 +340,8 @@ def main(args: Args) -> list[float]:
             b_actions = actions.reshape(batch_size, *envs.single_action_space.shape)
             b_logprobs = logprobs.reshape(-1)
             b_advantages = advantages.reshape(-1)
-            b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std().nan_to_num() + 1e-8)  # 1: NaN
+            # nan_to_num: the std of a single sample is NaN, and its normalised advantage is then 0
+            b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std().nan_to_num() + 1e-8)
             b_returns = returns.reshape(-1)
             b_values = values.reshape(-1)
             with torch.no_grad():
@@ -377,7 +378,8 @@ def main(args: Args) -> list[float]:
             writer.add_scalar("losses/entropy", new_dist.entropy().mean(), global_step)
             writer.add_scalar("losses/explained_variance", explained_var, global_step)
             writer.add_scalar("losses/kl", kl_divergence(old_dist, new_dist).mean(), global_step)
-            elapsed, sps = time.time() - start_time, int(global_step / (time.time() - start_time))
+            elapsed = time.time() - start_time
+            sps = int(global_step / elapsed)
             writer.add_scalar("charts/SPS", sps, global_step)
             mean = f"{np.mean(episodic_returns[-20:]):8.1f}" if episodic_returns else "       -"
             left = f"{elapsed * (num_iterations - iteration) / iteration:.0f} s left"
@@ -393,6 +395,7 @@ def main(args: Args) -> list[float]:
             checkpoint = {"agent": agent.state_dict(), "normalizer": normalizer.state_dict(), "args": vars(args)}
             torch.save(checkpoint, f"{run_dir}/tmp")
             os.replace(f"{run_dir}/tmp", f"{run_dir}/{args.exp_name}.model")
+            print(f"model saved to {run_dir}/{args.exp_name}.model")
     if args.save_model:
         evaluate(agent, normalizer, args.env_id, args.eval_episodes, args.seed)
     return episodic_returns

@@ -338,7 +338,8 @@ def main(args: Args) -> list[float]:
             kl = kl_divergence(old_dist, new_dist).mean()
             writer.add_scalar("losses/kl", kl, global_step)
             writer.add_scalar("losses/clipfrac", ((ratio - 1).abs() > args.clip_coef).float().mean(), global_step)
-            elapsed, sps = time.time() - start_time, int(global_step / (time.time() - start_time))
+            elapsed = time.time() - start_time
+            sps = int(global_step / elapsed)
             writer.add_scalar("charts/SPS", sps, global_step)
             mean = f"{np.mean(episodic_returns[-20:]):8.1f}" if episodic_returns else "       -"
             left = f"{elapsed * (num_iterations - iteration) / iteration:.0f} s left"
@@ -354,6 +355,7 @@ def main(args: Args) -> list[float]:
             checkpoint = {"agent": agent.state_dict(), "normalizer": normalizer.state_dict(), "args": vars(args)}
             torch.save(checkpoint, f"{run_dir}/tmp")
             os.replace(f"{run_dir}/tmp", f"{run_dir}/{args.exp_name}.model")
+            print(f"model saved to {run_dir}/{args.exp_name}.model")
     if args.save_model:
         evaluate(agent, normalizer, args.env_id, args.eval_episodes, args.seed)
     return episodic_returns

@@ -341,7 +341,8 @@ def main(args: Args) -> list[float]:
             writer.add_scalar("charts/beta", beta, global_step)
             if args.adapt_beta:
                 beta = update_beta(beta, kl.item(), args.target_kl)
-            elapsed, sps = time.time() - start_time, int(global_step / (time.time() - start_time))
+            elapsed = time.time() - start_time
+            sps = int(global_step / elapsed)
             writer.add_scalar("charts/SPS", sps, global_step)
             mean = f"{np.mean(episodic_returns[-20:]):8.1f}" if episodic_returns else "       -"
             left = f"{elapsed * (num_iterations - iteration) / iteration:.0f} s left"
@@ -357,6 +358,7 @@ def main(args: Args) -> list[float]:
             checkpoint = {"agent": agent.state_dict(), "normalizer": normalizer.state_dict(), "args": vars(args)}
             torch.save(checkpoint, f"{run_dir}/tmp")
             os.replace(f"{run_dir}/tmp", f"{run_dir}/{args.exp_name}.model")
+            print(f"model saved to {run_dir}/{args.exp_name}.model")
     if args.save_model:
         evaluate(agent, normalizer, args.env_id, args.eval_episodes, args.seed)
     return episodic_returns
