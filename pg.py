@@ -55,15 +55,15 @@ class Args:
     """total environment steps, summed over the envs"""
     num_envs: int = 4
     """the number of parallel environments"""
-    num_steps: int = 512
+    num_steps: int = 128
     """the number of steps per env per policy update; the batch is num_envs · num_steps"""
-    learning_rate: float = 3e-3
+    learning_rate: float = 5e-3
     """Adam's learning rate for the policy"""
     anneal_lr: bool = True
     """whether to decay the policy's learning rate linearly to 0"""
     gamma: float = 0.99
     """the discount factor γ"""
-    gae_lambda: float = 0.97
+    gae_lambda: float = 0.95
     """the GAE λ; 1 gives Monte-Carlo returns minus the baseline"""
     vf_learning_rate: float = 1e-3
     """Adam's learning rate for the value network"""

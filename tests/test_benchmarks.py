@@ -71,7 +71,7 @@ def test_hyperparams_apply_to_their_script_and_env_only(tmp_path):
     assert argv[argv.index("--num-steps") + 1] == "128" and argv[argv.index("--clip-coef") + 1] == "0.1"
     assert argv[argv.index("--total-timesteps") + 1] == "2048"
     (other,) = common.suite_runs("smoke", scripts=["pg"], seeds=[1])
-    assert common.build_command(other, hyperparams)[common.build_command(other, {}).index("--num-steps") + 1] == "512"
+    assert common.build_command(other, hyperparams) == common.build_command(other, {})
     for bad in ('[ppo_clip."CartPole-v1"]\nno_such_flag = 1\n', '[ppo_clip."CartPole-v1"]\nseed = 3\n', "[nope.x]\n"):
         path.write_text(bad)
         with pytest.raises(SystemExit):
