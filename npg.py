@@ -15,9 +15,7 @@ Optimization". Â is GAE(γ, λ) (Schulman et al. 2016); the critic V is a separ
 npg.py is pg.py with the Adam step on the policy replaced by the natural gradient step; trpo.py is npg.py plus a
 backtracking line search on s. `diff npg.py trpo.py` shows only the line search.
 
-    python npg.py                                       # CartPole-v1
-    python npg.py --env-id Hopper-v5 --save-model       # continuous actions: observations and rewards are normalised
-    python npg.py --eval-checkpoint runs/RUN/npg.model  # the saved policy's deterministic returns
+    python npg.py --env-id Hopper-v5 --save-model  # without --env-id: CartPole-v1
 """
 
 import copy

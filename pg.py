@@ -8,9 +8,7 @@ baseline (Williams 1992); λ < 1 trades variance for bias (Schulman et al. 2016,
 Using Generalized Advantage Estimation"). npg.py replaces the Adam step by the natural gradient, trpo.py adds a line
 search to npg.py, and ppo_clip.py and ppo_kl.py take several epochs of minibatch steps on a surrogate.
 
-    python pg.py                                      # CartPole-v1
-    python pg.py --env-id Hopper-v5 --save-model      # continuous actions: observations and rewards are normalised
-    python pg.py --eval-checkpoint runs/RUN/pg.model  # the saved policy's deterministic returns
+    python pg.py --env-id Hopper-v5 --save-model  # without --env-id: CartPole-v1
 """
 
 import copy

@@ -12,9 +12,7 @@ Schulman et al. 2017, "Proximal Policy Optimization Algorithms", with the implem
 gradient-norm clip. PPO replaces trpo.py's second-order step by these first-order epochs, and ppo_clip.py and ppo_kl.py
 differ only in the objective: `diff ppo_clip.py ppo_kl.py`.
 
-    python ppo_clip.py                                          # CartPole-v1
-    python ppo_clip.py --env-id Hopper-v5 --total-timesteps 1000000  # obs and rewards are normalised
-    python ppo_clip.py --eval-checkpoint runs/RUN/ppo_clip.model       # the saved policy's deterministic returns
+    python ppo_clip.py --env-id Hopper-v5 --total-timesteps 1000000 --save-model  # without --env-id: CartPole-v1
 """
 
 import copy

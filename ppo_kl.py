@@ -12,9 +12,7 @@ Schulman et al. 2017, "Proximal Policy Optimization Algorithms", with the implem
 gradient-norm clip. PPO replaces trpo.py's second-order step by these first-order epochs, and ppo_clip.py and ppo_kl.py
 differ only in the objective: `diff ppo_clip.py ppo_kl.py`.
 
-    python ppo_kl.py                                          # CartPole-v1
-    python ppo_kl.py --env-id Hopper-v5 --total-timesteps 1000000  # obs and rewards are normalised
-    python ppo_kl.py --eval-checkpoint runs/RUN/ppo_kl.model       # the saved policy's deterministic returns
+    python ppo_kl.py --env-id Hopper-v5 --total-timesteps 1000000 --save-model  # without --env-id: CartPole-v1
 """
 
 import copy
@@ -339,8 +337,7 @@ def main(args: Args) -> list[float]:
             kl = kl_divergence(old_dist, new_dist).mean()
             writer.add_scalar("losses/kl", kl, global_step)
             writer.add_scalar("charts/beta", beta, global_step)
-            if args.adapt_beta:
-                beta = update_beta(beta, kl.item(), args.target_kl)
+            beta = update_beta(beta, kl.item(), args.target_kl) if args.adapt_beta else beta
             elapsed = time.time() - start_time
             sps = int(global_step / elapsed)
             writer.add_scalar("charts/SPS", sps, global_step)
@@ -415,10 +412,9 @@ def check_args(args: Args) -> str | None:
     batch_size = args.num_envs * args.num_steps
     devices = {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     positive = ["total_timesteps", "num_envs", "num_steps", "learning_rate", "update_epochs", "max_grad_norm"]
-    rules = {name: (getattr(args, name) > 0, "positive") for name in positive + ["init_beta", "eval_episodes"]}
+    rules = {name: (getattr(args, name) > 0, "positive") for name in positive + ["init_beta", "target_kl", "eval_episodes"]}
     rules["gamma"] = (0 < args.gamma <= 1, "in (0, 1]")
     rules["gae_lambda"] = (0 <= args.gae_lambda <= 1, "in [0, 1]")
-    rules["target_kl"] = (args.target_kl > 0, "positive")
     rules["num_minibatches"] = (
         0 < 2 * args.num_minibatches <= batch_size,
         f"at most {batch_size // 2} (2+ samples each)",
