@@ -412,9 +412,10 @@ def check_args(args: Args) -> str | None:
     batch_size = args.num_envs * args.num_steps
     devices = {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     positive = ["total_timesteps", "num_envs", "num_steps", "learning_rate", "update_epochs", "max_grad_norm"]
-    rules = {name: (getattr(args, name) > 0, "positive") for name in positive + ["init_beta", "target_kl", "eval_episodes"]}
+    rules = {name: (getattr(args, name) > 0, "positive") for name in positive + ["init_beta", "eval_episodes"]}
     rules["gamma"] = (0 < args.gamma <= 1, "in (0, 1]")
     rules["gae_lambda"] = (0 <= args.gae_lambda <= 1, "in [0, 1]")
+    rules["target_kl"] = (args.target_kl > 0, "positive")
     rules["num_minibatches"] = (
         0 < 2 * args.num_minibatches <= batch_size,
         f"at most {batch_size // 2} (2+ samples each)",
