@@ -203,20 +203,24 @@ def test_short_run_writes_tensorboard_keys(script, in_tmp, env_id):
 
 
 def train_and_load(script, **overrides):
-    """Trains briefly with --save-model in the current folder; returns the checkpoint and the episodic returns."""
+    """Trains briefly with --save-model in the current folder; returns the checkpoint, the episodic returns and every
+    scalar logged but the SPS."""
     returns = script.main(tiny_args(script, save_model=True, total_timesteps=1024, num_steps=256, **overrides))
     (path,) = Path("runs").glob("*/*.model")
     checkpoint = torch.load(path, weights_only=True)
+    scalars = {key: values for key, values in read_scalars(path.parent).items() if key != "charts/SPS"}
     shutil.rmtree("runs")
-    return checkpoint, returns
+    return checkpoint, returns, scalars
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_same_seed_same_run(script, in_tmp, env_id):
-    first, returns_first = train_and_load(script, env_id=env_id, seed=3)
-    second, returns_second = train_and_load(script, env_id=env_id, seed=3)
-    other, _ = train_and_load(script, env_id=env_id, seed=4)
+    """The same returns, weights, normaliser statistics and logs from the same seed; other weights from another."""
+    first, returns_first, logs_first = train_and_load(script, env_id=env_id, seed=3)
+    second, returns_second, logs_second = train_and_load(script, env_id=env_id, seed=3)
+    other, *_ = train_and_load(script, env_id=env_id, seed=4)
     assert returns_first == returns_second and len(returns_first) > 0
+    assert logs_first == logs_second and len(logs_first["losses/kl"]) == 2
     for name, weight in first["agent"].items():
         assert torch.equal(weight, second["agent"][name]), name
     assert not all(torch.equal(w, other["agent"][name]) for name, w in first["agent"].items())
