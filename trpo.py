@@ -61,7 +61,7 @@ class Args:
     """total environment steps, summed over the envs"""
     num_envs: int = 4
     """the number of parallel environments"""
-    num_steps: int = 512
+    num_steps: int = 256
     """the number of steps per env per policy update; the batch is num_envs · num_steps"""
     target_kl: float = 0.01
     """δ: the step is sized so that ½·sᵀFs = δ, the KL to second order"""

@@ -139,9 +139,9 @@ def gaussian_mean(agent, observe):
 
 
 # probe: env id, what to measure, the margin, the arguments for every script, and those for some scripts.
-# Each value probe takes 4,096 steps (two updates of the default batch of 2,048; after one the delayed probe's V(0)
+# Each value probe takes 4,096 steps (two updates of ppo's default batch of 2,048; after one the delayed probe's V(0)
 # is still 0.02 off for ppo). pg makes one Adam step per batch, which is why its default batch is 4 × 128 = 512.
-# npg and trpo keep the default batch but take more of them: each update moves the policy by a KL of only δ = 0.01
+# npg and trpo keep their default batch of 1,024 but take more steps: each update moves the policy by a KL of δ = 0.01
 # (at 20,000 steps trpo's μ is 0.37). ppo's target needs 20,000 steps too (at 10,000, ppo_clip's μ is 0.42).
 # The values in the comments are what seed 1 reached here with OMP_NUM_THREADS=1 (and the same with 2 threads).
 PROBES_AND_BUDGETS = {
