@@ -230,7 +230,7 @@ def test_same_seed_same_run(script, in_tmp, env_id):
 
 def test_evaluation_reuses_training_obs_statistics(script, in_tmp):
     """evaluate() must give what the saved policy gets on observations normalised by the saved statistics."""
-    checkpoint, _ = train_and_load(script, env_id="Pendulum-v1")
+    checkpoint, *_ = train_and_load(script, env_id="Pendulum-v1")
     mean, var, count = (checkpoint["normalizer"]["obs"][k].numpy() for k in ("mean", "var", "count"))
     assert checkpoint["args"]["norm_obs"] and count > 1000 and np.abs(mean).max() > 1e-3
     agent = script.Agent(3, gym.make("Pendulum-v1").action_space)
