@@ -87,6 +87,8 @@ class Args:
     """normalise observations by running mean and std; None means on for Box actions, off otherwise"""
     norm_reward: bool | None = None
     """scale rewards by the running std of the discounted return; None means on for Box actions, off otherwise"""
+    log_std_init: float = 0.0
+    """the Gaussian's initial log σ, the same for every action dimension (Box actions only)"""
 
 
 def make_env(env_id: str, num_envs: int, video_folder: str | None = None, max_episode_steps: int | None = None):
@@ -149,14 +151,14 @@ def mlp(in_dim: int, out_dim: int, gain: float) -> nn.Sequential:
 class Agent(nn.Module):
     """The actor πθ(a|s) and the critic V(s): two separate tanh MLPs with 64 × 64 hidden units."""
 
-    def __init__(self, obs_dim: int, action_space: gym.Space):
+    def __init__(self, obs_dim: int, action_space: gym.Space, log_std_init: float = 0.0):
         super().__init__()
         self.continuous = isinstance(action_space, gym.spaces.Box)
         act_dim = action_space.shape[0] if self.continuous else action_space.n
         self.critic = mlp(obs_dim, 1, gain=1.0)
         self.actor = mlp(obs_dim, act_dim, gain=0.01)
         if self.continuous:
-            self.actor_logstd = nn.Parameter(torch.zeros(act_dim))
+            self.actor_logstd = nn.Parameter(torch.full((act_dim,), log_std_init))
 
     def policy_parameters(self) -> list[nn.Parameter]:
         """θ: the actor's weights and, for a Gaussian, its log σ."""
@@ -365,7 +367,7 @@ def main(args: Args) -> list[float]:
 def build(args: Args, envs, device: torch.device) -> tuple[Agent, Normalizer]:
     obs_dim = envs.single_observation_space.shape[0]
     normalizer = Normalizer(obs_dim, envs.num_envs, args.gamma, args.norm_obs, args.norm_reward)
-    return Agent(obs_dim, envs.single_action_space).to(device), normalizer
+    return Agent(obs_dim, envs.single_action_space, args.log_std_init).to(device), normalizer
 
 
 def evaluate(agent: Agent, normalizer: Normalizer, env_id: str, episodes: int, seed: int) -> list[float]:
@@ -412,6 +414,7 @@ def check_args(args: Args) -> str | None:
     positive = ["total_timesteps", "num_envs", "num_steps", "learning_rate", "update_epochs", "max_grad_norm"]
     rules = {name: (getattr(args, name) > 0, "positive") for name in positive + ["clip_coef", "eval_episodes"]}
     rules["gamma"] = (0 < args.gamma <= 1, "in (0, 1]")
+    rules["log_std_init"] = (math.isfinite(args.log_std_init), "finite")
     rules["gae_lambda"] = (0 <= args.gae_lambda <= 1, "in [0, 1]")
     rules["target_kl"] = (args.target_kl is None or args.target_kl > 0, "positive")
     rules["num_minibatches"] = (

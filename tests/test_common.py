@@ -142,6 +142,13 @@ def test_gaussian_head_matches_closed_form(script):
     assert not any(p is q for p in agent.policy_parameters() for q in agent.critic.parameters())
 
 
+def test_log_std_init_reaches_the_agent(script):
+    envs = script.make_env("Pendulum-v1", 1)
+    agent, _ = script.build(script.Args(env_id="Pendulum-v1", log_std_init=-0.5), envs, torch.device("cpu"))
+    assert torch.equal(agent.actor_logstd.detach(), torch.tensor([-0.5]))
+    assert torch.equal(script.Agent(3, envs.single_action_space).actor_logstd.detach(), torch.tensor([0.0]))
+
+
 def test_normalizer_matches_batch_statistics(script):
     rng = np.random.default_rng(0)
     data = rng.normal(3.0, 2.0, size=(50, 4, 3))
@@ -271,6 +278,7 @@ BAD_ARGS = [
     (dict(gae_lambda=1.5), "--gae-lambda"),
     (dict(device="tpu"), "--device"),
     (dict(eval_episodes=0), "--eval-episodes"),
+    (dict(log_std_init=math.nan), "--log-std-init"),
     (dict(capture_video=True), "--capture-video"),  # moviepy is not installed here: the message says what to install
 ]
 
