@@ -269,7 +269,8 @@ def main(args: Args) -> list[float]:
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "\n\n".join(f"{key}: {value}" for key, value in vars(args).items()))
     agent, normalizer = build(args, envs, device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    # foreach: each step of Adam's arithmetic on all tensors at once; the same numbers, a quarter faster on CPU
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
 
     batch_size = args.num_envs * args.num_steps
     num_iterations = max(args.total_timesteps // batch_size, 1)
