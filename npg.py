@@ -312,8 +312,7 @@ def main(args: Args) -> list[float]:
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "\n\n".join(f"{key}: {value}" for key, value in vars(args).items()))
     agent, normalizer = build(args, envs, device)
-    # foreach: each step of Adam's arithmetic on all tensors at once; the same numbers, a quarter faster on CPU
-    value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate, foreach=True)
+    value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
 
     batch_size = args.num_envs * args.num_steps
     num_iterations = max(args.total_timesteps // batch_size, 1)
@@ -455,8 +454,8 @@ def check_args(args: Args) -> str | None:
     positive = ["total_timesteps", "num_envs", "num_steps", "target_kl", "cg_iters", "cg_damping", "vf_learning_rate"]
     rules = {name: (getattr(args, name) > 0, "positive") for name in positive + ["vf_iters", "eval_episodes"]}
     rules["gamma"] = (0 < args.gamma <= 1, "in (0, 1]")
-    rules["log_std_init"] = (math.isfinite(args.log_std_init), "finite")
     rules["gae_lambda"] = (0 <= args.gae_lambda <= 1, "in [0, 1]")
+    rules["log_std_init"] = (math.isfinite(args.log_std_init), "finite")
     rules["num_minibatches"] = (0 < args.num_minibatches <= batch_size, f"in [1, {batch_size}], the batch size")
     rules["device"] = (devices.get(args.device), "one of " + ", ".join(d for d, ok in devices.items() if ok) + " here")
     for name, (allowed, rule) in rules.items():

@@ -269,8 +269,7 @@ def main(args: Args) -> list[float]:
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "\n\n".join(f"{key}: {value}" for key, value in vars(args).items()))
     agent, normalizer = build(args, envs, device)
-    # foreach: each step of Adam's arithmetic on all tensors at once; the same numbers, a quarter faster on CPU
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 
     batch_size = args.num_envs * args.num_steps
     num_iterations = max(args.total_timesteps // batch_size, 1)
@@ -417,8 +416,8 @@ def check_args(args: Args) -> str | None:
     positive = ["total_timesteps", "num_envs", "num_steps", "learning_rate", "update_epochs", "max_grad_norm"]
     rules = {name: (getattr(args, name) > 0, "positive") for name in positive + ["init_beta", "eval_episodes"]}
     rules["gamma"] = (0 < args.gamma <= 1, "in (0, 1]")
-    rules["log_std_init"] = (math.isfinite(args.log_std_init), "finite")
     rules["gae_lambda"] = (0 <= args.gae_lambda <= 1, "in [0, 1]")
+    rules["log_std_init"] = (math.isfinite(args.log_std_init), "finite")
     rules["target_kl"] = (args.target_kl > 0, "positive")
     rules["num_minibatches"] = (
         0 < 2 * args.num_minibatches <= batch_size,
