@@ -18,6 +18,7 @@ backtracking line search on s. `diff npg.py trpo.py` shows only the line search.
     python npg.py --env-id Hopper-v5 --save-model  # without --env-id: CartPole-v1
 """
 
+import contextlib
 import copy
 import math
 import os
@@ -26,6 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -86,53 +88,6 @@ class Args:
     """the Gaussian's initial log σ, the same for every action dimension (Box actions only)"""
 
 
-def make_env(env_id: str, num_envs: int, video_folder: str | None = None, max_episode_steps: int | None = None):
-    """num_envs copies of env_id that reset in the same step as an episode ends (its last obs is in info["final_obs"])
-    and report each episode's return and length in info["episode"]. With a video_folder, env 0 is filmed there."""
-    env_fns = [partial(gym.make, env_id, max_episode_steps=max_episode_steps) for _ in range(num_envs)]
-    if video_folder is not None:
-        env_fns[0] = lambda: gym.wrappers.RecordVideo(gym.make(env_id, render_mode="rgb_array"), video_folder)
-    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
-
-
-class Normalizer:
-    """Running observation normalisation, (o − μ)/σ, and reward scaling, r/σ_R with σ_R the running std of the
-    discounted return (Engstrom et al. 2020, "Implementation Matters in Deep RL"), both clipped to ±10. Frozen, it
-    changes no statistic. Not gymnasium's vector wrappers: they refuse same-step autoreset, and info["final_obs"] must
-    be normalised with the same statistics as the observations."""
-
-    def __init__(self, obs_dim: int, num_envs: int, gamma: float, norm_obs: bool, norm_reward: bool):
-        self.norm_obs, self.norm_reward, self.gamma, self.frozen = norm_obs, norm_reward, gamma, False
-        self.stats = {"obs": RunningMeanStd(shape=(obs_dim,)), "return": RunningMeanStd(shape=())}
-        self.discounted_return = np.zeros(num_envs)
-
-    def obs(self, obs: np.ndarray, update: bool = True) -> np.ndarray:
-        if not self.norm_obs:
-            return obs
-        if update and not self.frozen:
-            self.stats["obs"].update(obs)
-        return np.clip((obs - self.stats["obs"].mean) / np.sqrt(self.stats["obs"].var + 1e-8), -10, 10)
-
-    def reward(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
-        if not self.norm_reward:
-            return reward
-        if not self.frozen:
-            self.discounted_return = self.gamma * self.discounted_return + reward
-            self.stats["return"].update(self.discounted_return)
-            self.discounted_return[done] = 0.0
-        return np.clip(reward / np.sqrt(self.stats["return"].var + 1e-8), -10, 10)
-
-    def state_dict(self) -> dict:
-        return {
-            n: {k: torch.tensor(v, dtype=torch.float64) for k, v in vars(rms).items()} for n, rms in self.stats.items()
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, rms in self.stats.items():
-            vars(rms).update({k: state[name][k].numpy() for k in vars(rms)})
-
-
 def mlp(in_dim: int, out_dim: int, gain: float) -> nn.Sequential:
     """in_dim → 64 → 64 → out_dim with tanh between, initialised orthogonally; gain scales the output layer."""
     layers = []
@@ -184,6 +139,29 @@ def compute_gae(rewards, values, next_values, dones, gamma: float, gae_lambda: f
         advantage = delta + gamma * gae_lambda * (1.0 - dones[t]) * advantage  # Â_t = δ_t + γλ·Â_{t+1}
         advantages[t] = advantage
     return advantages
+
+
+class Batch(NamedTuple):
+    """One rollout flattened to B = num_envs · num_steps samples: what update() learns from."""
+
+    obs: torch.Tensor  # (B, obs_dim)
+    actions: torch.Tensor  # (B,) or (B, act_dim)
+    logprobs: torch.Tensor  # (B,) log π_old(a|s)
+    advantages: torch.Tensor  # (B,) Â, not normalised
+    returns: torch.Tensor  # (B,) R̂ = Â + V(s), the critic's targets
+    values: torch.Tensor  # (B,) V(s) before the update
+
+
+def make_batch(agent: Agent, data, gamma: float, gae_lambda: float) -> Batch:
+    """Â and R̂ of a Rollout, flattened. V(s_{t+1}) is 0 after a termination only: after a truncation (a time limit)
+    it is V(final obs)."""
+    with torch.no_grad():
+        values = agent.value(data.obs)
+        next_values = agent.value(data.next_obs) * (1.0 - data.terminations)  # V(s_{t+1}), 0 after termination
+    advantages = compute_gae(data.rewards, values, next_values, data.dones, gamma, gae_lambda)
+    returns = advantages + values
+    flat = (x.flatten(0, 1) for x in (data.obs, data.actions, data.logprobs, advantages, returns, values))
+    return Batch(*flat)
 
 
 def flat_grad(y: torch.Tensor, params: list[nn.Parameter], **kwargs) -> torch.Tensor:
@@ -238,14 +216,6 @@ def natural_gradient_step(g: torch.Tensor, fvp, target_kl: float, cg_iters: int,
     return torch.sqrt(2 * target_kl / xFx.clamp_min(1e-12)) * x, residual  # s = √(2δ / xᵀFx) · x
 
 
-def policy_objective(
-    agent: Agent, obs, actions, old_logprobs, advantages, old_dist
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """L(θ) and Ê[KL(π_old ‖ πθ)] at the agent's current θ, from one forward pass."""
-    dist = agent.dist(obs)
-    return surrogate(dist.log_prob(actions), old_logprobs, advantages), kl_divergence(old_dist, dist).mean()
-
-
 def guarded_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float = math.inf) -> bool:
     """One optimizer step on loss, its gradient's global norm clipped to max_grad_norm, unless the loss or the gradient
     is not finite: then no parameter moves, and the result is False."""
@@ -258,41 +228,50 @@ def guarded_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_
     return True
 
 
-def rollout(envs, agent: Agent, normalizer: Normalizer, next_obs: torch.Tensor, num_steps: int, deterministic=False):
-    """Runs πθ (its mode, if deterministic) for num_steps steps in each env. Returns (T, N, ...) tensors, the obs to
-    continue from, and the (return, length) of each episode that ended.
+def shared_metrics(agent: Agent, batch: Batch, new_dist) -> dict:
+    """What every script logs after its update, over the whole batch: the value loss (V(s) − R̂)², the entropy of the
+    new policy new_dist, and the fraction of the returns' variance that V explained before the update (NaN if the
+    returns do not vary)."""
+    with torch.no_grad():
+        value_loss = ((agent.value(batch.obs) - batch.returns) ** 2).mean()
+    var = batch.returns.var()
+    explained_var = 1 - (batch.returns - batch.values).var() / var if var > 0 else math.nan
+    entropy = new_dist.entropy().mean()
+    return {"losses/value_loss": value_loss, "losses/entropy": entropy, "losses/explained_variance": explained_var}
 
-    true_next_obs[t] is the true successor of obs[t]: where an episode ended, the env has already reset, so the
-    successor is info["final_obs"], not the new episode's first obs. So no transition spans two episodes."""
-    device, space, num_envs = next_obs.device, envs.single_action_space, envs.num_envs
-    obs = torch.zeros((num_steps, *next_obs.shape), device=device)  # (T, N, obs_dim)
-    true_next_obs = torch.zeros_like(obs)
-    actions = torch.zeros((num_steps, num_envs, *space.shape), device=device)
-    logprobs = torch.zeros((num_steps, num_envs), device=device)
-    rewards, terminations, dones = (np.zeros((num_steps, num_envs), dtype=np.float32) for _ in range(3))
-    ended_episodes = []
-    for t in range(num_steps):
-        obs[t] = next_obs
-        with torch.no_grad():
-            dist = agent.dist(next_obs)
-            action = dist.mode if deterministic else dist.sample()
-            logprobs[t] = dist.log_prob(action)
-        actions[t] = action
-        env_action = action.cpu().numpy()
-        if agent.continuous:  # the env gets the action clipped to its bounds; we learn from the one we sampled
-            env_action = np.clip(env_action, space.low, space.high)
-        raw_obs, reward, terminated, truncated, info = envs.step(env_action)
-        done = terminated | truncated
-        next_obs = torch.as_tensor(normalizer.obs(raw_obs), dtype=torch.float32, device=device)
-        true_next_obs[t] = next_obs
-        if done.any():  # those envs have reset already: their successor is the episode's final obs
-            final_obs = normalizer.obs(np.stack(info["final_obs"][done]), update=False)
-            true_next_obs[t, done] = torch.as_tensor(final_obs, dtype=torch.float32, device=device)
-        rewards[t], terminations[t], dones[t] = normalizer.reward(reward, done), terminated, done
-        for i in np.flatnonzero(info.get("_episode", [])):
-            ended_episodes.append((float(info["episode"]["r"][i]), int(info["episode"]["l"][i])))
-    rewards, terminations, dones = (torch.as_tensor(x, device=device) for x in (rewards, terminations, dones))
-    return obs, true_next_obs, actions, logprobs, rewards, terminations, dones, next_obs, ended_episodes
+
+def update(agent: Agent, value_optimizer: torch.optim.Optimizer, batch: Batch, args: Args) -> dict:
+    """NPG's update on one batch, which changes the agent in place: the natural gradient step θ ← θ_old + s, then the
+    critic. Returns the metrics to log, each over the whole batch with the new parameters."""
+    advantages = batch.advantages  # normalised; nan_to_num: the std of one sample is NaN, and its Â is then 0
+    advantages = (advantages - advantages.mean()) / (advantages.std().nan_to_num() + 1e-8)
+    params = agent.policy_parameters()
+    theta_old = nn.utils.parameters_to_vector(params).detach()
+    with torch.no_grad():
+        old_dist = agent.dist(batch.obs)  # π_old, detached: in the KL below only πθ moves
+
+    def objective() -> tuple[torch.Tensor, torch.Tensor]:  # L(θ) and Ê[KL(π_old ‖ πθ)], from one forward pass
+        dist = agent.dist(batch.obs)
+        return surrogate(dist.log_prob(batch.actions), batch.logprobs, advantages), kl_divergence(old_dist, dist).mean()
+
+    surrogate_old, kl = objective()  # the KL is 0 at θ_old, and its Hessian there is F
+    g = flat_grad(surrogate_old, params, retain_graph=True)
+    grad_kl = flat_grad(kl, params, create_graph=True)  # ∇θ KL, itself differentiable: F·v = ∇θ((∇θ KL)ᵀv)
+    fvp = partial(fisher_vector_product, grad_kl, params)
+    step, cg_residual = natural_gradient_step(g, fvp, args.target_kl, args.cg_iters, args.cg_damping)
+    skipped = int(not torch.isfinite(step).all())  # a non-finite loss or gradient: θ stays θ_old
+    if not skipped:
+        set_flat_params(params, theta_old + step)  # θ ← θ_old + s
+    with torch.no_grad():
+        surrogate_new, kl = objective()
+    for _ in range(args.vf_iters):  # the critic: a few epochs of minibatch Adam on (V(s) − R̂)²
+        for mb in torch.randperm(len(batch.obs), device=batch.obs.device).tensor_split(args.num_minibatches):
+            value_loss = ((agent.value(batch.obs[mb]) - batch.returns[mb]) ** 2).mean()
+            skipped += not guarded_step(value_optimizer, value_loss)
+    with torch.no_grad():
+        new_dist = agent.dist(batch.obs)
+    metrics = {"losses/policy_loss": -surrogate_new, "losses/kl": kl, **shared_metrics(agent, batch, new_dist)}
+    return {**metrics, "charts/cg_residual": cg_residual, "skipped": skipped}
 
 
 def main(args: Args) -> list[float]:
@@ -302,7 +281,7 @@ def main(args: Args) -> list[float]:
     auto = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     device = torch.device(auto if args.device == "auto" else args.device)
     if args.eval_checkpoint:
-        return evaluate(*load_checkpoint(args, device), args.eval_episodes, args.seed)
+        return evaluate_checkpoint(args, device)
     os.makedirs("runs", exist_ok=True)  # mkdtemp: a new folder, even for two runs that start in the same second
     run_dir = tempfile.mkdtemp(prefix=f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}_", dir="runs")
     torch.manual_seed(args.seed)
@@ -316,71 +295,25 @@ def main(args: Args) -> list[float]:
 
     batch_size = args.num_envs * args.num_steps
     num_iterations = max(args.total_timesteps // batch_size, 1)
-    raw_obs, _ = envs.reset(seed=args.seed)
-    next_obs = torch.tensor(normalizer.obs(raw_obs), dtype=torch.float32, device=device)
+    next_obs = normalizer.obs_tensor(envs.reset(seed=args.seed)[0], device)
     global_step, start_time, skipped_updates, episodic_returns = 0, time.time(), 0, []
     try:
         for iteration in range(1, num_iterations + 1):
-            obs, true_next_obs, actions, logprobs, rewards, terminations, dones, next_obs, ended_episodes = rollout(
-                envs, agent, normalizer, next_obs, args.num_steps
-            )
-            global_step += batch_size
-            for episodic_return, length in ended_episodes:
+            data = rollout(envs, agent, normalizer, next_obs, args.num_steps)
+            next_obs, global_step = data.last_obs, global_step + batch_size
+            for episodic_return, length, _ in data.episodes:
                 writer.add_scalar("charts/episodic_return", episodic_return, global_step)
                 writer.add_scalar("charts/episodic_length", length, global_step)
                 episodic_returns.append(episodic_return)
+            batch = make_batch(agent, data, args.gamma, args.gae_lambda)
+            metrics = update(agent, value_optimizer, batch, args)
 
-            with torch.no_grad():
-                values = agent.value(obs)
-                next_values = agent.value(true_next_obs) * (1.0 - terminations)  # V(s_{t+1}), 0 after termination
-            advantages = compute_gae(rewards, values, next_values, dones, args.gamma, args.gae_lambda)
-            returns = advantages + values
-
-            b_obs = obs.reshape(batch_size, -1)
-            b_actions = actions.reshape(batch_size, *envs.single_action_space.shape)
-            b_logprobs = logprobs.reshape(-1)
-            b_advantages = advantages.reshape(-1)
-            # nan_to_num: the std of a single sample is NaN, and its normalised advantage is then 0
-            b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std().nan_to_num() + 1e-8)
-            b_returns = returns.reshape(-1)
-            b_values = values.reshape(-1)
-            with torch.no_grad():
-                old_dist = agent.dist(b_obs)  # π_old, for the exact KL after the update
-
-            # ALGO LOGIC: the natural gradient step θ ← θ_old + s
-            params = agent.policy_parameters()
-            theta_old = nn.utils.parameters_to_vector(params).detach()
-            objective = partial(policy_objective, agent, b_obs, b_actions, b_logprobs, b_advantages, old_dist)
-            surrogate_old, kl = objective()  # the KL is 0 at θ_old, and its Hessian there is F
-            g = flat_grad(surrogate_old, params, retain_graph=True)
-            fvp = partial(fisher_vector_product, flat_grad(kl, params, create_graph=True), params)
-            step, cg_residual = natural_gradient_step(g, fvp, args.target_kl, args.cg_iters, args.cg_damping)
-            skipped = not torch.isfinite(step).all()  # a non-finite loss or gradient: θ stays θ_old
-            if not skipped:
-                set_flat_params(params, theta_old + step)
-
-            # The critic: a few epochs of minibatch Adam on (V(s) − R̂)²
-            for _ in range(args.vf_iters):
-                for mb in torch.randperm(batch_size, device=device).tensor_split(args.num_minibatches):
-                    value_loss = ((agent.value(b_obs[mb]) - b_returns[mb]) ** 2).mean()
-                    skipped += not guarded_step(value_optimizer, value_loss)
-
-            with torch.no_grad():  # the same in every script: the losses after the update, over the whole batch
-                new_dist = agent.dist(b_obs)
-                policy_loss = -surrogate(new_dist.log_prob(b_actions), b_logprobs, b_advantages)
-                value_loss = ((agent.value(b_obs) - b_returns) ** 2).mean()
+            skipped = metrics.pop("skipped")
             skipped_updates += skipped
-            explained_var = 1 - (b_returns - b_values).var() / b_returns.var() if b_returns.var() > 0 else math.nan
-            writer.add_scalar("charts/cg_residual", cg_residual, global_step)
-            writer.add_scalar("charts/skipped_updates", skipped_updates, global_step)
-            writer.add_scalar("losses/value_loss", value_loss, global_step)
-            writer.add_scalar("losses/policy_loss", policy_loss, global_step)
-            writer.add_scalar("losses/entropy", new_dist.entropy().mean(), global_step)
-            writer.add_scalar("losses/explained_variance", explained_var, global_step)
-            writer.add_scalar("losses/kl", kl_divergence(old_dist, new_dist).mean(), global_step)
             elapsed = time.time() - start_time
             sps = int(global_step / elapsed)
-            writer.add_scalar("charts/SPS", sps, global_step)
+            for key, value in {**metrics, "charts/skipped_updates": skipped_updates, "charts/SPS": sps}.items():
+                writer.add_scalar(key, value, global_step)
             mean = f"{np.mean(episodic_returns[-20:]):8.1f}" if episodic_returns else "       -"
             left = f"{elapsed * (num_iterations - iteration) / iteration:.0f} s left"
             warn = f" | {skipped} updates skipped: non-finite loss or gradient" if skipped else ""
@@ -391,17 +324,145 @@ def main(args: Args) -> list[float]:
     finally:  # whatever happens, tensorboard is flushed and the model saved if asked
         envs.close()
         writer.close()
-        if args.save_model:  # only tensors and plain values, renamed into place: never half a checkpoint on disk
-            checkpoint = {"agent": agent.state_dict(), "normalizer": normalizer.state_dict(), "args": vars(args)}
-            torch.save(checkpoint, f"{run_dir}/tmp")
-            os.replace(f"{run_dir}/tmp", f"{run_dir}/{args.exp_name}.model")
-            print(f"model saved to {run_dir}/{args.exp_name}.model")
+        if args.save_model:
+            save_checkpoint(agent, normalizer, args, f"{run_dir}/{args.exp_name}.model")
     if args.save_model:
-        evaluate(agent, normalizer, args.env_id, args.eval_episodes, args.seed)
+        with contextlib.closing(make_env(args.env_id, 1, time_limit=EVAL_TIME_LIMIT)) as eval_envs:
+            evaluate(agent, normalizer, eval_envs, args.eval_episodes, args.seed)
     return episodic_returns
 
 
-# Plumbing: evaluation, checkpoints and argument checks. Nothing below is the method.
+# ---- Plumbing, the same text in all five scripts and none of it the method: a reader may skip everything below. ----
+
+SCRIPT = os.path.basename(__file__)  # checkpoints say which script saved them
+EVAL_TIME_LIMIT = 1000  # evaluation cuts an episode here if its env has no time limit of its own
+
+
+def make_env(env_id: str, num_envs: int, video_folder: str | None = None, time_limit: int | None = None):
+    """num_envs copies of env_id that reset in the same step as an episode ends (its last obs is in info["final_obs"])
+    and report each episode's return and length in info["episode"]. With a video_folder, env 0 is filmed there; with a
+    time_limit, an env that has no time limit of its own is cut after that many steps."""
+
+    def make(index: int) -> gym.Env:
+        env = gym.make(env_id, render_mode="rgb_array") if video_folder and index == 0 else gym.make(env_id)
+        if time_limit and env.spec.max_episode_steps is None:
+            env = gym.wrappers.TimeLimit(env, time_limit)
+        return gym.wrappers.RecordVideo(env, video_folder) if video_folder and index == 0 else env
+
+    envs = gym.vector.SyncVectorEnv(
+        [partial(make, i) for i in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+class Normalizer:
+    """Running observation normalisation, (o − μ)/σ, and reward scaling, r/σ_R with σ_R the running std of the
+    discounted return (Engstrom et al. 2020, "Implementation Matters in Deep RL"), both clipped to ±10. Frozen, it
+    changes no statistic. Not gymnasium's vector wrappers: they refuse same-step autoreset, and info["final_obs"] must
+    be normalised with the same statistics as the observations."""
+
+    def __init__(self, obs_dim: int, num_envs: int, gamma: float, norm_obs: bool, norm_reward: bool):
+        self.norm_obs, self.norm_reward, self.gamma, self.frozen = norm_obs, norm_reward, gamma, False
+        self.stats = {"obs": RunningMeanStd(shape=(obs_dim,)), "return": RunningMeanStd(shape=())}
+        self.discounted_return = np.zeros(num_envs)
+
+    def obs(self, obs: np.ndarray, update: bool = True) -> np.ndarray:
+        if not self.norm_obs:
+            return obs
+        if update and not self.frozen:
+            self.stats["obs"].update(obs)
+        return np.clip((obs - self.stats["obs"].mean) / np.sqrt(self.stats["obs"].var + 1e-8), -10, 10)
+
+    def obs_tensor(self, obs: np.ndarray, device: torch.device, update: bool = True) -> torch.Tensor:
+        """obs normalised, as float32 on device: what the agent sees."""
+        return torch.as_tensor(self.obs(obs, update), dtype=torch.float32, device=device)
+
+    def reward(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        if not self.norm_reward:
+            return reward
+        if not self.frozen:
+            self.discounted_return = self.gamma * self.discounted_return + reward
+            self.stats["return"].update(self.discounted_return)
+            self.discounted_return[done] = 0.0
+        return np.clip(reward / np.sqrt(self.stats["return"].var + 1e-8), -10, 10)
+
+    def state_dict(self) -> dict:
+        return {
+            n: {k: torch.tensor(v, dtype=torch.float64) for k, v in vars(rms).items()} for n, rms in self.stats.items()
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, rms in self.stats.items():
+            vars(rms).update({k: state[name][k].numpy() for k in vars(rms)})
+
+
+class Rollout(NamedTuple):
+    """num_steps steps of N envs. next_obs[t] is the true successor of obs[t]: where an episode ended, the env has reset
+    already, so it is info["final_obs"], and no transition spans two episodes. episodes: (return, length, truncated)."""
+
+    obs: torch.Tensor  # (T, N, obs_dim)
+    next_obs: torch.Tensor  # (T, N, obs_dim)
+    actions: torch.Tensor  # (T, N) or (T, N, act_dim), as sampled, before clipping to the bounds
+    logprobs: torch.Tensor  # (T, N)
+    rewards: torch.Tensor  # (T, N)
+    terminations: torch.Tensor  # (T, N), 1.0 where the episode terminated
+    dones: torch.Tensor  # (T, N), 1.0 where it terminated or was truncated
+    last_obs: torch.Tensor  # (N, obs_dim), where the next rollout continues
+    episodes: list[tuple[float, int, bool]]
+
+
+def rollout(envs, agent: Agent, normalizer: Normalizer, next_obs: torch.Tensor, num_steps: int, deterministic=False):
+    """Runs πθ (its mode, if deterministic) for num_steps steps in each env, from next_obs. Returns a Rollout."""
+    device, space, num_envs = next_obs.device, envs.single_action_space, envs.num_envs
+    obs = torch.zeros((num_steps, *next_obs.shape), device=device)  # (T, N, obs_dim)
+    true_next_obs = torch.zeros_like(obs)
+    actions = torch.zeros((num_steps, num_envs, *space.shape), device=device)
+    logprobs = torch.zeros((num_steps, num_envs), device=device)
+    rewards, terminations, dones = (np.zeros((num_steps, num_envs), dtype=np.float32) for _ in range(3))
+    episodes = []
+    for t in range(num_steps):
+        obs[t] = next_obs
+        with torch.no_grad():
+            dist = agent.dist(next_obs)
+            action = dist.mode if deterministic else dist.sample()
+            logprobs[t] = dist.log_prob(action)
+        actions[t] = action
+        env_action = action.cpu().numpy()
+        if agent.continuous:  # the env gets the action clipped to its bounds; we learn from the one we sampled
+            env_action = np.clip(env_action, space.low, space.high)
+        raw_obs, reward, terminated, truncated, info = envs.step(env_action)
+        done = terminated | truncated
+        next_obs = normalizer.obs_tensor(raw_obs, device)
+        true_next_obs[t] = next_obs
+        if done.any():  # those envs have reset already: their successor is the episode's final obs
+            true_next_obs[t, done] = normalizer.obs_tensor(np.stack(info["final_obs"][done]), device, update=False)
+        rewards[t], terminations[t], dones[t] = normalizer.reward(reward, done), terminated, done
+        for i in np.flatnonzero(info.get("_episode", [])):
+            ended = (
+                float(info["episode"]["r"][i]),
+                int(info["episode"]["l"][i]),
+                bool(truncated[i] and not terminated[i]),
+            )
+            episodes.append(ended)
+    rewards, terminations, dones = (torch.as_tensor(x, device=device) for x in (rewards, terminations, dones))
+    return Rollout(obs, true_next_obs, actions, logprobs, rewards, terminations, dones, next_obs, episodes)
+
+
+def evaluate(agent: Agent, normalizer: Normalizer, envs, episodes: int, seed: int) -> list[float]:
+    """Prints and returns the returns of the deterministic policy (argmax, or the Gaussian mean) in envs, one env whose
+    episodes all end (make_env's time_limit), with the normaliser frozen."""
+    normalizer = copy.deepcopy(normalizer)
+    normalizer.frozen = True
+    next_obs = normalizer.obs_tensor(envs.reset(seed=seed)[0], next(agent.parameters()).device)
+    ended = []
+    while len(ended) < episodes:
+        data = rollout(envs, agent, normalizer, next_obs, EVAL_TIME_LIMIT, deterministic=True)
+        next_obs, ended = data.last_obs, ended + data.episodes
+    for i, (episodic_return, length, truncated) in enumerate(ended[:episodes], 1):
+        print(f"eval episode {i}: return {episodic_return:.2f} in {length} steps" + " (truncated)" * truncated)
+    returns = [episodic_return for episodic_return, _, _ in ended[:episodes]]
+    print(f"eval: {np.mean(returns):.2f} ± {np.std(returns):.2f} over {episodes} episodes")
+    return returns
 
 
 def build(args: Args, envs, device: torch.device) -> tuple[Agent, Normalizer]:
@@ -410,37 +471,32 @@ def build(args: Args, envs, device: torch.device) -> tuple[Agent, Normalizer]:
     return Agent(obs_dim, envs.single_action_space, args.log_std_init).to(device), normalizer
 
 
-def evaluate(agent: Agent, normalizer: Normalizer, env_id: str, episodes: int, seed: int) -> list[float]:
-    """Prints and returns the returns of the deterministic policy (argmax, or the Gaussian mean), with the normaliser
-    frozen. Every episode ends: at the env's time limit, or else after 1,000 steps."""
-    limit = gym.spec(env_id).max_episode_steps or 1000
-    envs, normalizer = make_env(env_id, 1, max_episode_steps=limit), copy.deepcopy(normalizer)
-    normalizer.frozen = True
-    raw_obs, _ = envs.reset(seed=seed)
-    next_obs = torch.tensor(normalizer.obs(raw_obs), dtype=torch.float32, device=next(agent.parameters()).device)
-    results = []
-    while len(results) < episodes:
-        *_, terminations, dones, next_obs, ended = rollout(envs, agent, normalizer, next_obs, limit, True)
-        results += zip(ended, (dones > terminations)[dones > 0].tolist(), strict=True)  # one env: in step order
-    for i, ((episodic_return, length), truncated) in enumerate(results[:episodes], 1):
-        print(f"eval episode {i}: return {episodic_return:.2f} in {length} steps" + " (truncated)" * truncated)
-    returns = [episodic_return for (episodic_return, _), _ in results[:episodes]]
-    print(f"eval: {np.mean(returns):.2f} ± {np.std(returns):.2f} over {episodes} episodes of {env_id}")
-    return returns
+def save_checkpoint(agent: Agent, normalizer: Normalizer, args: Args, path: str) -> None:
+    """Only tensors and plain values, written to a temporary file and renamed into place: never half a checkpoint."""
+    state = {"agent": agent.state_dict(), "normalizer": normalizer.state_dict(), "args": vars(args)}
+    torch.save({"script": SCRIPT, **state}, f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)
+    print(f"model saved to {path}")
 
 
-def load_checkpoint(args: Args, device: torch.device) -> tuple[Agent, Normalizer, str]:
-    """The agent, normaliser and env id saved in --eval-checkpoint. weights_only=True unpickles tensors and plain
-    values only, so a checkpoint cannot run code."""
-    try:
-        checkpoint = torch.load(args.eval_checkpoint, map_location=device, weights_only=True)
-        saved = Args(**checkpoint["args"])
-        agent, normalizer = build(saved, make_env(saved.env_id, 1), device)
-        agent.load_state_dict(checkpoint["agent"])
-        normalizer.load_state_dict(checkpoint["normalizer"])
-    except Exception as e:  # missing, truncated, foreign, or holding objects that are not plain data
-        raise SystemExit(f"{args.exp_name}: error: --eval-checkpoint {args.eval_checkpoint}: {first_line(e)}") from None
-    return agent, normalizer, saved.env_id
+def evaluate_checkpoint(args: Args, device: torch.device) -> list[float]:
+    """Evaluates --eval-checkpoint in the env it was trained on, rebuilt with the agent from its saved arguments.
+    weights_only=True unpickles tensors and plain values only, so a checkpoint cannot run code."""
+    with contextlib.ExitStack() as stack:
+        try:
+            checkpoint = torch.load(args.eval_checkpoint, map_location=device, weights_only=True)
+            if checkpoint.get("script", SCRIPT) != SCRIPT:
+                raise ValueError(f"it was saved by {checkpoint['script']}, not by {SCRIPT}")
+            saved = Args(**checkpoint["args"])
+            envs = stack.enter_context(contextlib.closing(make_env(saved.env_id, 1, time_limit=EVAL_TIME_LIMIT)))
+            agent, normalizer = build(saved, envs, device)
+            agent.load_state_dict(checkpoint["agent"])
+            normalizer.load_state_dict(checkpoint["normalizer"])
+        except Exception as e:  # missing, truncated, foreign, or holding objects that are not plain data
+            raise SystemExit(
+                f"{args.exp_name}: error: --eval-checkpoint {args.eval_checkpoint}: {first_line(e)}"
+            ) from None
+        return evaluate(agent, normalizer, envs, args.eval_episodes, args.seed)
 
 
 def first_line(error: Exception) -> str:
@@ -461,6 +517,8 @@ def check_args(args: Args) -> str | None:
     for name, (allowed, rule) in rules.items():
         if not allowed:
             return f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}"
+    if args.eval_checkpoint:  # the env is the checkpoint's, checked when it is loaded
+        return None
     try:
         env = gym.make(args.env_id)
         env.close()
@@ -472,12 +530,14 @@ def check_args(args: Args) -> str | None:
     if not (space == gym.spaces.Discrete(space.n) if isinstance(space, gym.spaces.Discrete) else
             isinstance(space, gym.spaces.Box) and len(space.shape) == 1):  # fmt: skip
         return f"{args.env_id} has action space {space}; supported: Discrete(n) starting at 0, or a flat Box"
-    try:
-        with tempfile.TemporaryDirectory() as folder:  # films one frame: needs moviepy and the env's renderer
-            if args.capture_video:
-                gym.wrappers.RecordVideo(gym.make(args.env_id, render_mode="rgb_array"), folder).reset(seed=0)
-    except Exception as e:  # gymnasium's message says which package to install
-        return f"--capture-video cannot film {args.env_id}: {first_line(e)}"
+    if args.capture_video:
+        try:
+            with tempfile.TemporaryDirectory() as folder:  # films one frame: needs moviepy and the env's renderer
+                env = gym.wrappers.RecordVideo(gym.make(args.env_id, render_mode="rgb_array"), folder)
+                env.reset(seed=0)
+                env.close()
+        except Exception as e:  # gymnasium's message says which package to install
+            return f"--capture-video cannot film {args.env_id}: {first_line(e)}"
     return None
 
 
