@@ -1,10 +1,11 @@
 """What run.py, task.py, report.py and speed.py share: the suites, the command that reproduces a run, the run folder
 and its markers, and the CSV files. Those tools are run as scripts, so `benchmarks/` is on sys.path and they import
-this module as `common`.
+this module as `common` (and peers.py as `peers`).
 
-A run folder holds command.json (written before the run starts), the script's runs/ and output.txt, and finished.json,
-written only once the script has exited. A folder without finished.json is a run that was killed (or is still going),
-so it is redone from scratch.
+A run is one row (one of our scripts, or a peer of peers.py) on one env with one seed. A run folder holds command.json
+(written before the run starts), the row's runs/ and output.txt, and finished.json, written only once the row's
+process has exited. A folder without finished.json is a run that was killed (or is still going), so it is redone from
+scratch.
 """
 
 import csv
@@ -13,6 +14,7 @@ import importlib
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -24,6 +26,8 @@ from pathlib import Path
 
 import tomllib
 import tyro
+from peers import PEERS, settings_json
+from peers import Options as PeerOptions
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,11 +37,18 @@ WORK = BENCHMARKS / "work"
 REPORT = BENCHMARKS / "report"
 HYPERPARAMS = BENCHMARKS / "hyperparams.toml"
 SCRIPTS = ("pg", "npg", "trpo", "ppo_clip", "ppo_kl")
+EVAL_EPISODES = 10  # the deterministic evaluation that ends every run, ours and the peers'
+# The flags the harness sets in every run of our scripts, besides the suite's env, seed and budget.
+HARNESS_FLAGS = dict(save_model=True, eval_episodes=EVAL_EPISODES)
 
-# The per-episode CSV, results/<suite>.csv, and its sidecar results/<suite>.commands.csv, one row per finished run.
-# wall_seconds counts from the start of the run's process, so it includes start-up.
+# The per-episode CSV, results/<suite>.csv; its sidecar results/<suite>.commands.csv, one row per finished run; and
+# results/<suite>.eval.csv, one row per episode of the deterministic evaluation that ends each run. wall_seconds counts
+# from the start of the run's process, so it includes start-up.
 EPISODE_COLUMNS = ("algo", "env_id", "seed", "global_step", "episodic_return", "episodic_length", "wall_seconds")
 COMMAND_COLUMNS = ("algo", "env_id", "seed", "episodes", "wall_seconds", "command")
+EVAL_COLUMNS = ("algo", "env_id", "seed", "episode", "episodic_return", "episodic_length")
+# What our scripts' `evaluate` and peers.py print for each episode of the evaluation.
+EVAL_LINE = re.compile(r"^eval episode (\d+): return (\S+) in (\d+) steps(?: \(truncated\))?$", re.MULTILINE)
 SPEED_COLUMNS = ("name", "env_id", "steps", "sps", "raw_sps_before", "raw_sps_after", "peak_mib", "cpu")
 # The speed table's comparisons with other libraries: (our script, their row's name).
 SPEED_PAIRS = (("ppo_clip", "SB3 PPO"), ("trpo", "sb3-contrib TRPO"))
@@ -49,6 +60,7 @@ class Suite:
     """env id → total_timesteps of each run"""
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     scripts: tuple[str, ...] = SCRIPTS
+    """our scripts; their peers (peers.py) run on the envs they have settings for, when asked"""
     in_report: bool = True
     """whether report.py (and so README) shows the suite; the smoke suite checks the harness, it measures nothing"""
 
@@ -80,24 +92,39 @@ class Run:
         return f"{self.algo} {self.env_id} seed {self.seed}"
 
 
-def suite_runs(name: str, scripts=(), envs=(), seeds=()) -> list[Run]:
-    """The suite's runs in script, env, seed order; non-empty scripts, envs or seeds keep only those of the suite."""
+def suite_peers(suite: Suite) -> list[str]:
+    """The peers of the suite's scripts that have settings for at least one of its envs, in PEERS order."""
+    return [
+        name
+        for name, peer in PEERS.items()
+        if set(peer.ours) & set(suite.scripts) and peer.settings.keys() & suite.envs
+    ]
+
+
+def suite_runs(name: str, scripts=(), envs=(), seeds=(), peers: bool = False) -> list[Run]:
+    """The suite's runs in row, env, seed order: our scripts, then with peers=True their peers, each peer on the envs
+    it has settings for. Non-empty scripts keeps only those rows (a peer's name selects that peer; with peers=True,
+    the peers of the scripts named come too); non-empty envs or seeds keep only those of the suite."""
     if name not in SUITES:
         raise SystemExit(f"unknown suite {name!r}; the suites are {', '.join(SUITES)}")
     suite = SUITES[name]
+    rows = [*suite.scripts, *suite_peers(suite)]
     for asked, known, what in (
-        (scripts, suite.scripts, "script"),
+        (scripts, rows, "script or peer"),
         (envs, suite.envs, "env"),
         (seeds, suite.seeds, "seed"),
     ):
         if unknown := [x for x in asked if x not in known]:
             raise SystemExit(f"suite {name} has no {what} {unknown}; it has {list(known)}")
+    chosen = set(scripts or suite.scripts)
+    if peers:
+        chosen |= {name for name in suite_peers(suite) if set(PEERS[name].ours) & chosen}
     return [
         Run(name, algo, env_id, seed, total)
-        for algo in suite.scripts
-        if not scripts or algo in scripts
+        for algo in rows
+        if algo in chosen
         for env_id, total in suite.envs.items()
-        if not envs or env_id in envs
+        if (not envs or env_id in envs) and (algo in SCRIPTS or env_id in PEERS[algo].settings)
         for seed in suite.seeds
         if not seeds or seed in seeds
     ]
@@ -113,7 +140,8 @@ def load_script(name: str):
 def load_hyperparams(path: Path = HYPERPARAMS) -> dict[str, dict[str, dict]]:
     """hyperparams.toml as {script: {env_id: {Args field: value}}}, with keys written with - or _ read as fields.
 
-    The suite owns env_id, seed and total_timesteps, so the file may not set them."""
+    The harness owns env_id, seed and total_timesteps, and save_model and eval_episodes (every run ends with the same
+    evaluation), so the file may not set them."""
     tables = tomllib.loads(path.read_text()) if path.exists() else {}
     result = {}
     for algo, envs in tables.items():
@@ -125,25 +153,30 @@ def load_hyperparams(path: Path = HYPERPARAMS) -> dict[str, dict[str, dict]]:
             flags = {key.replace("-", "_"): value for key, value in flags.items()}
             if unknown := sorted(set(flags) - names):
                 raise SystemExit(f'{path}: [{algo}."{env_id}"] sets {unknown}, which are not fields of {algo}.Args')
-            if owned := sorted(set(flags) & {"env_id", "seed", "total_timesteps"}):
-                raise SystemExit(f'{path}: [{algo}."{env_id}"] sets {owned}, which the suite sets')
+            if owned := sorted(set(flags) & {"env_id", "seed", "total_timesteps", *HARNESS_FLAGS}):
+                raise SystemExit(f'{path}: [{algo}."{env_id}"] sets {owned}, which the harness sets')
             result[algo][env_id] = flags
     return result
 
 
 def run_args(run: Run, hyperparams: dict):
-    """The script's Args for this run: its defaults, then hyperparams.toml's flags for (script, env), then the run's
-    env, seed and budget."""
-    overrides = hyperparams.get(run.algo, {}).get(run.env_id, {})
+    """A script's Args for this run: its defaults, then hyperparams.toml's flags for (script, env), then the run's
+    env, seed and budget, and the evaluation at the end. A peer's Options: the run's, with its settings for the env."""
     fields = dict(env_id=run.env_id, seed=run.seed, total_timesteps=run.total_timesteps)
-    return load_script(run.algo).Args(**{**overrides, **fields})
+    if run.algo in PEERS:
+        return PeerOptions(
+            run.algo, **fields, eval_episodes=EVAL_EPISODES, settings=settings_json(run.algo, run.env_id)
+        )
+    overrides = hyperparams.get(run.algo, {}).get(run.env_id, {})
+    return load_script(run.algo).Args(**{**overrides, **fields, **HARNESS_FLAGS})
 
 
 def command_argv(algo: str, args) -> list[str]:
-    """`python <algo>.py` and every field of args, defaults included, so the command repeats the run even if a
-    default changes later: a bool as --x / --no-x, and None left out where None is the default."""
+    """`python <algo>.py` (a peer: `python benchmarks/peers.py`) and every field of args, defaults included, so the
+    command repeats the run even if a default changes later: a bool as --x / --no-x, and None left out where None is
+    the default."""
     hints = typing.get_type_hints(type(args))
-    argv = ["python", f"{algo}.py"]
+    argv = ["python", "benchmarks/peers.py" if algo in PEERS else f"{algo}.py"]
     for field in dataclasses.fields(args):
         flag, value = "--" + field.name.replace("_", "-"), getattr(args, field.name)
         if hints[field.name] is bool:
@@ -239,6 +272,17 @@ def episode_rows(run: Run, folder: Path, start: float) -> list[dict]:
     ]  # fmt: skip
 
 
+def eval_rows(run: Run, folder: Path) -> list[dict]:
+    """Each episode of the deterministic evaluation that ended the run in folder, read from the `eval episode` lines
+    of its output.txt (our scripts and peers.py print the same), as rows of results/<suite>.eval.csv."""
+    algo, env_id, seed = run.key
+    return [
+        dict(algo=algo, env_id=env_id, seed=seed, episode=int(episode), episodic_return=episodic_return,
+             episodic_length=int(length))
+        for episode, episodic_return, length in EVAL_LINE.findall((folder / "output.txt").read_text())
+    ]  # fmt: skip
+
+
 def read_csv(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -258,9 +302,14 @@ def write_csv(path: Path, columns, rows, append: bool = False) -> None:
         writer.writerows(rows)
 
 
-def suite_csvs(results_dir: Path, suite: str) -> tuple[Path, Path]:
-    """results/<suite>.csv (one row per episode) and results/<suite>.commands.csv (one row per finished run)."""
-    return results_dir / f"{suite}.csv", results_dir / f"{suite}.commands.csv"
+def suite_csvs(results_dir: Path, suite: str) -> tuple[Path, Path, Path]:
+    """results/<suite>.csv (one row per training episode), results/<suite>.commands.csv (one row per finished run)
+    and results/<suite>.eval.csv (one row per episode of the evaluation at the end of each run)."""
+    return results_dir / f"{suite}.csv", results_dir / f"{suite}.commands.csv", results_dir / f"{suite}.eval.csv"
+
+
+# Each of suite_csvs's files with its columns.
+SUITE_COLUMNS = (EPISODE_COLUMNS, COMMAND_COLUMNS, EVAL_COLUMNS)
 
 
 def cpu_name() -> str:

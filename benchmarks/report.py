@@ -5,21 +5,37 @@ with --readme the block of README.md between the report markers, so that README'
     python benchmarks/report.py --readme    # the same, and README.md's block
 
 The numbers are deterministic: the same CSVs give the same text, byte for byte (tests/test_benchmarks.py checks
-README's block against it). A score is CleanRL's: each seed's mean return over its last 100 episodes, then the mean ±
-std (numpy's, ddof 0) of those over the seeds; (n) is the number of seeds.
+README's block against it). Two scores, each a mean ± std (numpy's, ddof 0) over the seeds, (n) the number of seeds:
+the training score is CleanRL's, each seed's mean return over its last 100 episodes; the evaluation score is each
+seed's mean return over the episodes of the deterministic evaluation that ended the run. Each of our scripts is set
+against its peer (PEERS in peers.py); of a peer with two variants on an env, against the one with the higher
+training score.
 """
 
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import tyro
-from common import REPORT, RESULTS, ROOT, SCRIPTS, SUITES, read_csv, speed_markdown, suite_csvs
+from common import PEERS, REPORT, RESULTS, ROOT, SCRIPTS, SUITES, read_csv, speed_markdown, suite_csvs
 
 START, END = "<!-- report:start -->", "<!-- report:end -->"
 SOLVED, SOLVED_WINDOW = 475.0, 20  # CartPole-v1 counts as solved once the mean of the last 20 episodes is ≥ 475
 GRID = 50  # learning curves: each seed's returns are averaged in this many equal bins of env steps
+ROWS = (*SCRIPTS, *PEERS)  # the order of the rows of every table and of the curves: ours, then the peers
+
+SCORES = """Each table gives two scores, each a mean ± std over seeds, (n) the number of seeds. **Training**: the mean \
+return of each seed's last 100 training episodes. **Evaluation**: the mean return of each seed's 10 episodes of the \
+deterministic policy (the Gaussian's mean, or the argmax) at the end of the run, normalisation statistics frozen, on a \
+separate env seeded with the run's seed. Each script is set against its peer in `benchmarks/peers.py`: `pg` against \
+`sb3-a2c`, `npg` and `trpo` against `sb3-trpo`, `ppo_clip` and `ppo_kl` against `sb3-ppo`, at rl-zoo's settings; \
+where the peer also ran at its library's defaults (`-defaults`), against the variant with the higher training score, \
+named in the table. *Ours vs peer* is the ratio of the means, ours / peer (1.10×: ours is 10% higher), where both \
+are positive; where either is ≤ 0, as on Acrobot and Pendulum, a ratio reads backwards, so it is the difference \
+ours − peer (+20.0: ours is 20 higher). A score not measured shows as –.
+"""
 
 ANCHORS = """Published figures at 1M steps, for orientation only: env versions, seeds and metrics differ from ours.
 
@@ -43,25 +59,34 @@ class Options:
     readme_path: Path = ROOT / "README.md"
 
 
-def load(results_dir: Path) -> dict[str, dict[tuple, list[dict]]]:
-    """{suite: {(algo, env_id, seed): its episodes in step order}} for each reported suite with results, in SUITES
-    order. Only runs in <suite>.commands.csv count: the runner writes a run's row there after all its episodes."""
+class Results(NamedTuple):
+    runs: dict[tuple, list[dict]]
+    """(algo, env_id, seed) → the run's training episodes, in step order"""
+    evals: dict[tuple, list[dict]]
+    """(algo, env_id, seed) → the episodes of the run's evaluation"""
+
+
+def load(results_dir: Path) -> dict[str, Results]:
+    """The Results of each reported suite with results, in SUITES order. Only runs in <suite>.commands.csv count: the
+    runner writes a run's row there after all its episodes and its evaluation."""
     suites = {}
     for suite in (name for name, spec in SUITES.items() if spec.in_report):
-        episodes_csv, commands_csv = suite_csvs(results_dir, suite)
+        episodes_csv, commands_csv, eval_csv = suite_csvs(results_dir, suite)
         recorded = {(row["algo"], row["env_id"], row["seed"]) for row in read_csv(commands_csv)}
-        runs = defaultdict(list)
-        for row in read_csv(episodes_csv):
-            if (row["algo"], row["env_id"], row["seed"]) in recorded:
-                runs[row["algo"], row["env_id"], int(row["seed"])].append(row)
+        runs, evals = defaultdict(list), defaultdict(list)
+        for path, rows in ((episodes_csv, runs), (eval_csv, evals)):
+            for row in read_csv(path):
+                if (row["algo"], row["env_id"], row["seed"]) in recorded:
+                    rows[row["algo"], row["env_id"], int(row["seed"])].append(row)
         if runs:
-            suites[suite] = {key: sorted(rows, key=lambda row: int(row["global_step"])) for key, rows in runs.items()}
+            runs = {key: sorted(rows, key=lambda row: int(row["global_step"])) for key, rows in runs.items()}
+            suites[suite] = Results(runs, dict(evals))
     return suites
 
 
 def ordered(runs: dict, suite: str) -> tuple[list[str], list[str]]:
-    """The scripts and env ids present in runs, in the order of SCRIPTS and of the suite."""
-    algos = [algo for algo in SCRIPTS if any(key[0] == algo for key in runs)]
+    """The rows (scripts, then peers) and env ids present in runs, in the order of ROWS and of the suite."""
+    algos = [algo for algo in ROWS if any(key[0] == algo for key in runs)]
     envs = [env for env in SUITES[suite].envs if any(key[1] == env for key in runs)]
     return algos, envs
 
@@ -74,16 +99,53 @@ def returns(episodes: list[dict]) -> np.ndarray:
     return np.array([float(row["episodic_return"]) for row in episodes])
 
 
-def score_table(suite: str, runs: dict) -> str:
-    algos, envs = ordered(runs, suite)
-    header = [f"{env} ({SUITES[suite].envs[env]:,} steps)" for env in envs]
-    lines = ["| script | " + " | ".join(header) + " |", "|---" * (len(envs) + 1) + "|"]
-    for algo in algos:
-        cells = []
-        for env_id in envs:
-            finals = [returns(episodes)[-100:].mean() for episodes in seeds_of(runs, algo, env_id)]
-            cells.append(f"{np.mean(finals):.1f} ± {np.std(finals):.1f} ({len(finals)})" if finals else "–")
-        lines.append(f"| `{algo}` | " + " | ".join(cells) + " |")
+def scores(results: Results, algo: str, env_id: str) -> tuple[list[float], list[float]]:
+    """Each seed's training score (the mean of its last 100 episodes), and each seed's evaluation score."""
+    training = [returns(episodes)[-100:].mean() for episodes in seeds_of(results.runs, algo, env_id)]
+    evaluation = [returns(episodes).mean() for episodes in seeds_of(results.evals, algo, env_id)]
+    return training, evaluation
+
+
+def summary(seeds: list[float]) -> str:
+    return f"{np.mean(seeds):.1f} ± {np.std(seeds):.1f} ({len(seeds)})" if seeds else "–"
+
+
+def versus(ours: list[float], peer: list[float]) -> str:
+    """Ours against the peer: the ratio of the means where both are positive, else their difference (see SCORES)."""
+    if not ours or not peer:
+        return "–"
+    a, b = np.mean(ours), np.mean(peer)
+    return f"{a / b:.2f}×" if a > 0 and b > 0 else f"{a - b:+.1f}"
+
+
+def compared_peer(results: Results, algo: str, env_id: str) -> str | None:
+    """The variant of the script's peer with the higher mean training score on env_id; None where none has run."""
+    variants = [name for name, peer in PEERS.items() if algo in peer.ours and seeds_of(results.runs, name, env_id)]
+    return max(variants, key=lambda name: np.mean(scores(results, name, env_id)[0]), default=None)
+
+
+def env_table(suite: str, results: Results, env_id: str) -> str:
+    """Each script's and each peer's two scores on env_id, and each script's against its peer's."""
+    lines = [
+        f"Suite `{suite}`, {env_id} ({SUITES[suite].envs[env_id]:,} steps):",
+        "",
+        "| script or peer | training | evaluation | peer | training, ours vs peer | evaluation, ours vs peer |",
+        "|---|---|---|---|---|---|",
+    ]
+    for algo in (algo for algo in ROWS if seeds_of(results.runs, algo, env_id)):
+        training, evaluation = scores(results, algo, env_id)
+        cells = [f"`{algo}`", summary(training), summary(evaluation)]
+        if algo in SCRIPTS:
+            peer = compared_peer(results, algo, env_id)
+            peer_training, peer_evaluation = scores(results, peer, env_id) if peer else ([], [])
+            cells += [
+                f"`{peer}`" if peer else "–",
+                versus(training, peer_training),
+                versus(evaluation, peer_evaluation),
+            ]
+        else:
+            cells += ["", "", ""]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -101,7 +163,8 @@ def solved_table(runs: dict, suite: str) -> str:
         "|---|---|---|---|",
     ]
     for algo in ordered(runs, suite)[0]:
-        hits = [solved_at(episodes) for episodes in seeds_of(runs, algo, "CartPole-v1")]
+        if not (hits := [solved_at(episodes) for episodes in seeds_of(runs, algo, "CartPole-v1")]):
+            continue
         reached = [hit for hit in hits if hit is not None]
         steps = f"{np.mean([int(hit['global_step']) for hit in reached]):,.0f}" if reached else "–"
         seconds = f"{np.mean([float(hit['wall_seconds']) for hit in reached]):.1f}" if reached else "–"
@@ -117,14 +180,13 @@ def render(results_dir: Path, link_prefix: str) -> str:
     """The report's Markdown; links to the PNGs start with link_prefix. Reads only the CSVs, so it needs no
     matplotlib and gives the same text wherever it runs."""
     suites, parts = load(results_dir), []
-    if not suites:
-        parts.append("No suite has been run yet: `python benchmarks/run.py --suite classic`.\n")
-    for suite, runs in suites.items():
+    parts.append(SCORES if suites else "No suite has been run yet: `python benchmarks/run.py --suite classic`.\n")
+    for suite, results in suites.items():
+        runs = results.runs
         envs = ordered(runs, suite)[1]
-        parts.append(f"Suite `{suite}`: mean return of each seed's last 100 training episodes, mean ± std (seeds).\n")
-        parts.append(score_table(suite, runs))
+        parts += [env_table(suite, results, env_id) for env_id in envs]
         images = " ".join(f"![{suite}: {env}]({link_prefix}{curve_file(suite, env)})" for env in envs)
-        parts.append(f"Learning curves (mean over seeds, band: min to max):\n\n{images}\n")
+        parts.append(f"Learning curves (mean over seeds, band: min to max; dashed: the peers):\n\n{images}\n")
         if "CartPole-v1" in envs:
             parts.append(
                 f"Suite `{suite}`, CartPole-v1: when the mean of the last {SOLVED_WINDOW} episodes first reached "
@@ -153,7 +215,8 @@ def binned_curve(episodes: list[dict], edges: np.ndarray) -> np.ndarray:
 
 
 def plot(suite: str, runs: dict, out_dir: Path) -> None:
-    """One PNG per env: each script's mean over seeds of the binned return, and the min–max band over seeds."""
+    """One PNG per env: each script's and each peer's (dashed) mean over seeds of the binned return, and the min–max
+    band over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,7 +233,8 @@ def plot(suite: str, runs: dict, out_dir: Path) -> None:
                 continue
             seen = ~np.isnan(curves).all(axis=0)  # drops the bins before any seed's first episode
             xs, curves = x[seen], curves[:, seen]
-            line = ax.plot(xs, np.nanmean(curves, axis=0), label=f"{algo} ({len(curves)} seeds)")[0]
+            style = "-" if algo in SCRIPTS else "--"
+            line = ax.plot(xs, np.nanmean(curves, axis=0), style, label=f"{algo} ({len(curves)} seeds)")[0]
             ax.fill_between(xs, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), color=line.get_color(), alpha=0.2)
         ax.set(
             title=f"{env_id} (suite {suite}); band: min–max over seeds", xlabel="env steps", ylabel="episodic return"
@@ -201,8 +265,8 @@ def main(options: Options) -> None:
     except ImportError:
         print("matplotlib is missing, so no learning curves: pip install -r benchmarks/requirements.txt")
     else:
-        for suite, runs in load(options.results_dir).items():
-            plot(suite, runs, options.out_dir)
+        for suite, results in load(options.results_dir).items():
+            plot(suite, results.runs, options.out_dir)
     print(f"wrote {options.out_dir}")
     if options.readme:
         text = options.readme_path.read_text()

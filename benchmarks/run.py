@@ -1,14 +1,17 @@
-"""Runs a suite of benchmark runs (scripts × env ids × seeds, see SUITES in common.py) and appends every finished
-episode to benchmarks/results/<suite>.csv.
+"""Runs a suite of benchmark runs (scripts × env ids × seeds, see SUITES in common.py, and with --peers the scripts'
+peers of peers.py) and appends every finished episode to benchmarks/results/<suite>.csv, and the deterministic
+evaluation that ends each run to benchmarks/results/<suite>.eval.csv.
 
     python benchmarks/run.py --suite classic                          # 2 runs at a time on this machine
     python benchmarks/run.py --suite mujoco --scripts trpo --envs Hopper-v5 --seeds 1 2
+    python benchmarks/run.py --suite mujoco --peers                   # and SB3 / sb3-contrib beside them
     nohup python benchmarks/run.py --suite mujoco > mujoco.log 2>&1 &   # detached; `tail -f mujoco.log`
     python benchmarks/run.py --suite mujoco --backend slurm --partition cpu --time 06:00:00
 
 It resumes: a run recorded in results/<suite>.commands.csv is skipped, a run killed half-way is redone from scratch.
-Each run's command carries every flag, defaults and hyperparams.toml's overrides included, so pasting the printed
-line into a shell repeats the run; each runs in its own folder under benchmarks/work/, with OMP_NUM_THREADS=1.
+Each run's command carries every flag, defaults and hyperparams.toml's overrides (a peer: its settings) included, so
+pasting the printed line into a shell repeats the run; each runs in its own folder under benchmarks/work/, with
+OMP_NUM_THREADS=1.
 """
 
 import json
@@ -26,13 +29,16 @@ import tyro
 from common import (
     COMMAND_COLUMNS,
     EPISODE_COLUMNS,
+    EVAL_COLUMNS,
     HYPERPARAMS,
     RESULTS,
     ROOT,
+    SUITE_COLUMNS,
     WORK,
     Run,
     build_command,
     episode_rows,
+    eval_rows,
     finish,
     finished,
     launch,
@@ -50,7 +56,9 @@ class Options:
     suite: str = "classic"
     """the suite: classic, mujoco or smoke (SUITES in benchmarks/common.py)"""
     scripts: tuple[str, ...] = ()
-    """run only these of the suite's scripts (default: all)"""
+    """run only these of the suite's scripts, or peers such as sb3-ppo (default: all the scripts)"""
+    peers: bool = False
+    """also run the peers of the scripts (benchmarks/peers.py): sb3-a2c, sb3-trpo, sb3-ppo and their -defaults"""
     envs: tuple[str, ...] = ()
     """run only these of the suite's env ids (default: all)"""
     seeds: tuple[int, ...] = ()
@@ -82,7 +90,7 @@ class Options:
     work_dir: Path = WORK
     """where the run folders go"""
     results_dir: Path = RESULTS
-    """where <suite>.csv and <suite>.commands.csv go"""
+    """where <suite>.csv, <suite>.commands.csv and <suite>.eval.csv go"""
 
 
 def clock(seconds: float) -> str:
@@ -106,16 +114,23 @@ class Progress:
 
 
 def record(run: Run, folder: Path, results_dir: Path, argv: list[str]) -> str:
-    """Appends the finished run's episodes, then its command (which marks it done), and says how it went."""
+    """Appends the finished run's episodes and its evaluation, then its command (which marks it done), and says how
+    it went."""
     start, seconds = (json.loads((folder / "finished.json").read_text())[k] for k in ("start", "seconds"))
-    rows = episode_rows(run, folder, start)
-    episodes_csv, commands_csv = suite_csvs(results_dir, run.suite)
+    rows, evaluation = episode_rows(run, folder, start), eval_rows(run, folder)
+    episodes_csv, commands_csv, eval_csv = suite_csvs(results_dir, run.suite)
     write_csv(episodes_csv, EPISODE_COLUMNS, rows, append=True)
+    write_csv(eval_csv, EVAL_COLUMNS, evaluation, append=True)
     algo, env_id, seed = run.key
     command = dict(algo=algo, env_id=env_id, seed=seed, episodes=len(rows), wall_seconds=f"{seconds:.1f}")
     write_csv(commands_csv, COMMAND_COLUMNS, [{**command, "command": shlex.join(argv)}], append=True)
-    last = np.mean([float(row["episodic_return"]) for row in rows[-100:]]) if rows else float("nan")
-    return f"done {run} in {clock(seconds)}: {len(rows)} episodes, mean of the last 100 {last:.1f}"
+    last, final = mean_return(rows[-100:]), mean_return(evaluation)
+    return (f"done {run} in {clock(seconds)}: {len(rows)} episodes, mean of the last 100 {last:.1f}, "
+            f"evaluation {final:.1f} over {len(evaluation)} episodes")  # fmt: skip
+
+
+def mean_return(rows: list[dict]) -> float:
+    return np.mean([float(row["episodic_return"]) for row in rows]) if rows else np.nan
 
 
 def failure(run: Run, folder: Path) -> str:
@@ -124,8 +139,8 @@ def failure(run: Run, folder: Path) -> str:
 
 
 def forget(suite: str, results_dir: Path, keep: set) -> None:
-    """Rewrites the suite's CSVs without the episodes and commands of runs whose key is not in keep."""
-    for path, columns in zip(suite_csvs(results_dir, suite), (EPISODE_COLUMNS, COMMAND_COLUMNS), strict=True):
+    """Rewrites the suite's CSVs without the episodes, evaluations and commands of runs whose key is not in keep."""
+    for path, columns in zip(suite_csvs(results_dir, suite), SUITE_COLUMNS, strict=True):
         rows = read_csv(path)
         kept = [row for row in rows if (row["algo"], row["env_id"], row["seed"]) in keep]
         if len(kept) < len(rows):
@@ -231,7 +246,7 @@ def run_slurm(todo: list[Run], commands: dict, options: Options, progress: Progr
 
 
 def main(options: Options) -> int:
-    runs = suite_runs(options.suite, options.scripts, options.envs, options.seeds)
+    runs = suite_runs(options.suite, options.scripts, options.envs, options.seeds, options.peers)
     hyperparams = load_hyperparams(options.hyperparams)
     commands = {run: build_command(run, hyperparams) for run in runs}
     if options.dry_run:
@@ -241,7 +256,8 @@ def main(options: Options) -> int:
     recorded = {(row["algo"], row["env_id"], row["seed"]): row["command"] for row in read_csv(commands_csv)}
     if options.redo:
         recorded = {key: command for key, command in recorded.items() if key not in {run.key for run in runs}}
-    # Episodes of a run without its command row were appended by an invocation killed before it finished recording.
+    # Episodes (or evaluations) of a run without its command row were appended by an invocation killed before it
+    # finished recording.
     forget(options.suite, options.results_dir, keep=set(recorded))
     if stale := [run for run in runs if run.key in recorded and recorded[run.key] != shlex.join(commands[run])]:
         print(f"{len(stale)} recorded runs were made with other flags, e.g. {stale[0]}; --redo reruns them")

@@ -1,9 +1,12 @@
-"""The benchmark harness: commands that reproduce their run, resuming after a kill, the CSVs, a deterministic report
-that README's numbers come from, and the Slurm backend on a real single-node Slurm."""
+"""The benchmark harness: commands that reproduce their run, ours and the peers', resuming after a kill, the CSVs and
+the evaluation at the end of each run, a deterministic report that README's numbers come from, and the Slurm backend
+on a real single-node Slurm."""
 
 import dataclasses
 import importlib
 import importlib.util
+import inspect
+import json
 import os
 import shlex
 import shutil
@@ -20,7 +23,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-common, report, run = (importlib.import_module(name) for name in ("common", "report", "run"))
+common, peers, report, run = (importlib.import_module(name) for name in ("common", "peers", "report", "run"))
 
 
 def varied(args):
@@ -57,9 +60,48 @@ def test_every_suite_builds_with_the_committed_hyperparams():
     for suite, spec in common.SUITES.items():
         runs = common.suite_runs(suite)
         assert len(runs) == len(spec.scripts) * len(spec.envs) * len(spec.seeds)
-        for r in runs:
+        for r in common.suite_runs(suite, peers=True):
             argv = common.build_command(r, hyperparams)
             assert argv[argv.index("--total-timesteps") + 1] == str(spec.envs[r.env_id])
+            assert argv[argv.index("--eval-episodes") + 1] == "10"
+            assert ("--save-model" in argv) == (r.algo in common.SCRIPTS)  # a peer always saves and evaluates
+
+
+@pytest.mark.parametrize("peer,env_id", [(name, env) for name, peer in peers.PEERS.items() for env in peer.settings])
+def test_peer_commands_round_trip_through_the_peer_cli(peer, env_id):
+    """The runner's command for a peer parses back, through peers.py's own CLI, to the run with its settings; and
+    every setting is a parameter of the peer's algorithm (a misspelt one would only fail in the run)."""
+    r = common.Run("mujoco", peer, env_id, 3, 12_345)
+    argv = shlex.split(shlex.join(common.build_command(r, {})))
+    assert argv[:2] == ["python", "benchmarks/peers.py"]
+    options = tyro.cli(peers.Options, args=argv[2:])
+    assert (options.peer, options.env_id, options.seed, options.total_timesteps) == (peer, env_id, 3, 12_345)
+    assert json.loads(options.settings) == peers.PEERS[peer].settings[env_id]
+    module, name = peers.PEERS[peer].algorithm.rsplit(".", 1)
+    kwargs = peers.algorithm_kwargs(json.loads(options.settings))
+    assert set(kwargs) <= set(inspect.signature(getattr(importlib.import_module(module), name)).parameters)
+    assert not any(isinstance(value, str) for value in kwargs.values())  # lin_x became a schedule
+
+
+def test_peers_and_peer_names_select_the_peer_rows(capsys):
+    def rows(suite, **selection):
+        return sorted({r.algo for r in common.suite_runs(suite, **selection)}, key=report.ROWS.index)
+
+    ours = list(common.SCRIPTS)
+    assert rows("mujoco") == ours and rows("classic") == ours
+    variants = ["sb3-a2c", "sb3-trpo", "sb3-trpo-defaults", "sb3-ppo", "sb3-ppo-defaults"]
+    assert rows("mujoco", peers=True) == ours + variants
+    assert rows("classic", peers=True) == ours + ["sb3-a2c", "sb3-trpo", "sb3-ppo"]  # rl-zoo's settings only
+    assert rows("mujoco", scripts=["sb3-ppo"]) == ["sb3-ppo"]
+    assert rows("mujoco", scripts=["ppo_clip"], peers=True) == ["ppo_clip", "sb3-ppo", "sb3-ppo-defaults"]
+    assert rows("smoke", peers=True) == ["pg", "ppo_clip", "sb3-a2c", "sb3-ppo"]
+    assert len(common.suite_runs("mujoco", peers=True)) == (5 + 5) * 2 * 5
+    for suite, unknown in (("classic", "sb3-ppo-defaults"), ("mujoco", "sb3-dqn")):
+        with pytest.raises(SystemExit, match="has no script or peer"):
+            common.suite_runs(suite, scripts=[unknown])
+    assert run.main(run.Options(suite="mujoco", scripts=("sb3-trpo",), seeds=(1,), dry_run=True)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("python benchmarks/peers.py --peer sb3-trpo ") for line in lines)
 
 
 def test_hyperparams_apply_to_their_script_and_env_only(tmp_path):
@@ -72,7 +114,8 @@ def test_hyperparams_apply_to_their_script_and_env_only(tmp_path):
     assert argv[argv.index("--total-timesteps") + 1] == "2048"
     (other,) = common.suite_runs("smoke", scripts=["pg"], seeds=[1])
     assert common.build_command(other, hyperparams) == common.build_command(other, {})
-    for bad in ('[ppo_clip."CartPole-v1"]\nno_such_flag = 1\n', '[ppo_clip."CartPole-v1"]\nseed = 3\n', "[nope.x]\n"):
+    bad_tables = ("no_such_flag = 1", "seed = 3", "save_model = false")
+    for bad in [f'[ppo_clip."CartPole-v1"]\n{line}\n' for line in bad_tables] + ["[nope.x]\n", "[sb3-ppo.x]\n"]:
         path.write_text(bad)
         with pytest.raises(SystemExit):
             common.load_hyperparams(path)
@@ -81,23 +124,39 @@ def test_hyperparams_apply_to_their_script_and_env_only(tmp_path):
         common.build_command(tuned, common.load_hyperparams(path))
 
 
+def smoke_options(tmp_path: Path, row: str) -> run.Options:
+    """The runner on seed 1 of one row of the smoke suite, with its folders and CSVs in tmp_path."""
+    return run.Options(suite="smoke", scripts=(row,), seeds=(1,), work_dir=tmp_path / "work",
+                       results_dir=tmp_path / "results")  # fmt: skip
+
+
+def check_recorded(options: run.Options, program: str) -> tuple[list[dict], list[dict]]:
+    """The one run of options recorded in all three CSVs: its training episodes, its 10 evaluation episodes, and its
+    command, which starts with program. Returns the episode and evaluation rows."""
+    episodes_csv, commands_csv, eval_csv = common.suite_csvs(options.results_dir, "smoke")
+    assert episodes_csv.read_text().splitlines()[0].startswith("algo,env_id,seed,global_step,episodic_return,")
+    episodes, evaluation = common.read_csv(episodes_csv), common.read_csv(eval_csv)
+    assert len(episodes) > 5 and all(float(row["wall_seconds"]) > 0 for row in episodes)
+    assert [int(row["episode"]) for row in evaluation] == list(range(1, 11))
+    assert all(row["algo"] == options.scripts[0] and int(row["episodic_length"]) > 0 for row in evaluation)
+    (command,) = common.read_csv(commands_csv)
+    assert int(command["episodes"]) == len(episodes) and command["command"].startswith(program)
+    return episodes, evaluation
+
+
 @pytest.mark.slow  # trains: tiny runs of the smoke suite
 def test_runner_records_skips_collects_and_redoes_a_killed_run(tmp_path, capsys):
     """One real smoke run (2,048 steps), then: a rerun skips it; a run finished in its folder but not recorded is
     collected without running; a run killed half-way (no finished.json) is redone from scratch."""
-    options = run.Options(suite="smoke", scripts=("pg",), seeds=(1,), work_dir=tmp_path / "work",
-                          results_dir=tmp_path / "results")  # fmt: skip
-    episodes_csv, commands_csv = common.suite_csvs(options.results_dir, "smoke")
+    options = smoke_options(tmp_path, "pg")
+    episodes_csv, commands_csv, eval_csv = common.suite_csvs(options.results_dir, "smoke")
     folder = common.suite_runs("smoke", scripts=["pg"], seeds=[1])[0].folder(options.work_dir)
 
     assert run.main(options) == 0
     out = capsys.readouterr().out
     assert "start pg CartPole-v1 seed 1: python pg.py --exp-name pg" in out and "1/1 runs done" in out
-    assert episodes_csv.read_text().splitlines()[0].startswith("algo,env_id,seed,global_step,episodic_return,")
-    first = common.read_csv(episodes_csv)
-    assert len(first) > 20 and all(float(row["wall_seconds"]) > 0 for row in first)
-    (command,) = common.read_csv(commands_csv)
-    assert int(command["episodes"]) == len(first) and command["command"].startswith("python pg.py ")
+    first, evaluation = check_recorded(options, "python pg.py ")
+    assert "--save-model" in common.read_csv(commands_csv)[0]["command"]
 
     assert run.main(options) == 0
     assert "1 already recorded" in (out := capsys.readouterr().out) and "start" not in out
@@ -105,7 +164,7 @@ def test_runner_records_skips_collects_and_redoes_a_killed_run(tmp_path, capsys)
     commands_csv.unlink()  # the parent was killed after the run had finished, before it recorded it
     assert run.main(options) == 0
     assert "done pg" in (out := capsys.readouterr().out) and "start" not in out
-    assert common.read_csv(episodes_csv) == first
+    assert common.read_csv(episodes_csv) == first and common.read_csv(eval_csv) == evaluation
 
     commands_csv.unlink()  # and now killed while the run was still going
     (folder / "finished.json").unlink()
@@ -116,42 +175,122 @@ def test_runner_records_skips_collects_and_redoes_a_killed_run(tmp_path, capsys)
     again = common.read_csv(episodes_csv)
     strip = [{k: v for k, v in row.items() if k != "wall_seconds"} for row in first]
     assert [{k: v for k, v in row.items() if k != "wall_seconds"} for row in again] == strip  # bit-reproducible seed
+    assert common.read_csv(eval_csv) == evaluation
+
+
+@pytest.mark.slow  # trains: a tiny run of a peer
+def test_a_peer_runs_through_the_runner_into_the_three_csvs(tmp_path, capsys):
+    """SB3 PPO at rl-zoo's CartPole-v1 settings for the smoke suite's 2,048 steps, run as our scripts are: its
+    episodes, its 10 evaluation episodes and its pasteable command land in the CSVs; a rerun skips it."""
+    options = smoke_options(tmp_path, "sb3-ppo")
+    assert run.main(options) == 0
+    assert "start sb3-ppo CartPole-v1 seed 1: python benchmarks/peers.py --peer sb3-ppo" in capsys.readouterr().out
+    episodes, _ = check_recorded(options, "python benchmarks/peers.py --peer sb3-ppo --env-id CartPole-v1 --seed 1 ")
+    assert max(int(row["global_step"]) for row in episodes) <= 2048
+    assert run.main(options) == 0
+    assert "1 already recorded" in (out := capsys.readouterr().out) and "start" not in out
+
+
+EVAL_OUTPUT = """step     2,048 | return     21.5 | SPS  1,000 |     2 s, 0 s left
+model saved to runs/CartPole-v1__pg__1__1_x/pg.model
+eval episode 1: return 500.00 in 500 steps (truncated)
+eval episode 2: return -12.50 in 13 steps
+eval: 243.75 ± 256.25 over 2 episodes of CartPole-v1
+"""
+
+
+def test_eval_lines_become_eval_rows(tmp_path):
+    """The lines our scripts' evaluate and peers.py print, with or without (truncated), and nothing else."""
+    (tmp_path / "output.txt").write_text(EVAL_OUTPUT)
+    r = common.Run("classic", "pg", "CartPole-v1", 4, 100)
+    assert common.eval_rows(r, tmp_path) == [
+        dict(algo="pg", env_id="CartPole-v1", seed="4", episode=1, episodic_return="500.00", episodic_length=500),
+        dict(algo="pg", env_id="CartPole-v1", seed="4", episode=2, episodic_return="-12.50", episodic_length=13),
+    ]
+
+
+def test_forget_drops_a_run_from_all_three_csvs(tmp_path):
+    """--redo, or an invocation killed while recording: the run's training episodes, evaluation and command all go."""
+    keep, drop = ("pg", "CartPole-v1", "1"), ("sb3-a2c", "CartPole-v1", "1")
+    for path, columns in zip(common.suite_csvs(tmp_path, "classic"), common.SUITE_COLUMNS, strict=True):
+        rows = [dict.fromkeys(columns, "0") | dict(zip(columns, key, strict=False)) for key in (keep, drop)]
+        common.write_csv(path, columns, rows)
+    run.forget("classic", tmp_path, keep={keep})
+    for path in common.suite_csvs(tmp_path, "classic"):
+        assert [(row["algo"], row["env_id"], row["seed"]) for row in common.read_csv(path)] == [keep]
+
+
+def episodes(algo: str, env_id: str, seed: int, values) -> list[dict]:
+    """Rows of <suite>.csv: one episode of each return in values, the i-th at step 10·i and second i/10."""
+    return [dict(algo=algo, env_id=env_id, seed=seed, global_step=10 * i, episodic_return=value, episodic_length=10,
+                 wall_seconds=i / 10) for i, value in enumerate(values, 1)]  # fmt: skip
+
+
+def evaluation(algo: str, env_id: str, seed: int, value: float) -> list[dict]:
+    """Rows of <suite>.eval.csv: 10 evaluation episodes, each returning value."""
+    return [dict(algo=algo, env_id=env_id, seed=seed, episode=i, episodic_return=value, episodic_length=10)
+            for i in range(1, 11)]  # fmt: skip
+
+
+def write_results(results_dir: Path, suite: str, training: list[dict], evaluations=(), unfinished=()) -> None:
+    """The suite's three CSVs: every run of training and evaluations is finished (has a command row) except the
+    runs of unfinished, whose episodes are there but which have no command row, so they do not count."""
+    runs = {(row["algo"], row["env_id"], row["seed"]): None for row in [*training, *evaluations]}
+    commands = [dict(zip(("algo", "env_id", "seed"), key, strict=True)) for key in runs]
+    rows = ([*training, *unfinished], commands, list(evaluations))
+    for path, columns, content in zip(common.suite_csvs(results_dir, suite), common.SUITE_COLUMNS, rows, strict=True):
+        common.write_csv(path, columns, content)
 
 
 def synthetic_results(results_dir: Path) -> None:
-    """classic.csv: pg's seed 1 scores 100 over its last 100 episodes and seed 2 scores 200; ppo_clip's seed 1
-    scores 500 from its episode 111 on, so its 20-episode mean first reaches 475 at episode 129 (19 × 500 + 10), step
-    1290, second 12.9."""
-    rows = []
-    for seed, score in ((1, 100.0), (2, 200.0)):
-        rows += [dict(algo="pg", env_id="CartPole-v1", seed=seed, global_step=10 * i, episodic_return=0.0 if i < 50
-                      else score, episodic_length=10, wall_seconds=i / 10) for i in range(1, 151)]  # fmt: skip
-    rows += [dict(algo="ppo_clip", env_id="CartPole-v1", seed=1, global_step=10 * i, episodic_return=500.0 if i > 110
-                  else 10.0, episodic_length=10, wall_seconds=i / 10) for i in range(1, 151)]  # fmt: skip
-    rows += [dict(algo="ppo_clip", env_id="Pendulum-v1", seed=3, global_step=10 * i, episodic_return=-i,
-                  episodic_length=200, wall_seconds=i) for i in range(1, 11)]  # fmt: skip
-    rows.append(dict(rows[-1], algo="trpo"))  # a run without a row in commands.csv, so not finished: not counted
-    common.write_csv(results_dir / "classic.csv", common.EPISODE_COLUMNS, rows)
-    runs = {(row["algo"], row["env_id"], row["seed"]) for row in rows[:-1]}
-    common.write_csv(
-        results_dir / "classic.commands.csv",
-        ["algo", "env_id", "seed"],
-        [dict(zip(("algo", "env_id", "seed"), run, strict=True)) for run in runs],
-    )
+    """classic: pg's seed 1 scores 100 over its last 100 episodes and seed 2 scores 200; ppo_clip's seed 1 scores
+    500 from its episode 111 on, so its 20-episode mean first reaches 475 at episode 129 (19 × 500 + 10), step 1290,
+    second 12.9. No evaluation anywhere."""
+    rows = [row for seed, score in ((1, 100.0), (2, 200.0))
+            for row in episodes("pg", "CartPole-v1", seed, [0.0] * 49 + [score] * 101)]  # fmt: skip
+    rows += episodes("ppo_clip", "CartPole-v1", 1, [10.0] * 110 + [500.0] * 40)
+    rows += episodes("ppo_clip", "Pendulum-v1", 3, [-i for i in range(1, 11)])
+    write_results(results_dir, "classic", rows, unfinished=episodes("trpo", "Pendulum-v1", 3, [-1.0]))
 
 
 def test_report_is_deterministic_and_computes_cleanrls_score(tmp_path):
     synthetic_results(tmp_path)
     text = report.render(tmp_path, "")
-    assert "| `pg` | 150.0 ± 50.0 (2) | – |" in text
-    assert "| `ppo_clip` | 206.0 ± 0.0 (1) | -5.5 ± 0.0 (1) |" in text  # 40 episodes of 500, 60 of 10
+    assert "| `pg` | 150.0 ± 50.0 (2) | – | – | – | – |" in text  # no evaluation and no peer: –, not a crash
+    assert "| `ppo_clip` | 206.0 ± 0.0 (1) | – |" in text  # 40 episodes of 500, 60 of 10
+    assert "| `ppo_clip` | -5.5 ± 0.0 (1) | – |" in text
     assert "| `pg` | 0/2 | – | – |" in text and "| `ppo_clip` | 1/1 | 1,290 | 12.9 |" in text
-    assert "![classic: Pendulum-v1](classic-Pendulum-v1.png)" in text and "Tianshou" in text and "trpo" not in text
+    assert "![classic: Pendulum-v1](classic-Pendulum-v1.png)" in text and "Tianshou" in text
+    assert "| `trpo` |" not in text
     for out_dir in (tmp_path / "a", tmp_path / "b"):
         report.main(report.Options(results_dir=tmp_path, out_dir=out_dir))
         assert (out_dir / "report.md").read_text() == "# Benchmark report\n\n" + text
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "a" / "classic-CartPole-v1.png").stat().st_size > 0
+
+
+def test_report_sets_each_script_against_the_stronger_variant_of_its_peer(tmp_path):
+    """Both scores of ours and of the peers; ours / peer where both are positive, ours − peer where not; of two
+    variants, the one with the higher training score is compared; what is missing shows as –."""
+    training = episodes("ppo_clip", "Hopper-v5", 1, [300.0] * 100) + episodes("ppo_clip", "Hopper-v5", 2, [100.0])
+    training += episodes("ppo_kl", "Hopper-v5", 1, [50.0]) + episodes("trpo", "Hopper-v5", 1, [10.0])
+    training += episodes("sb3-ppo", "Hopper-v5", 1, [80.0]) + episodes("sb3-ppo-defaults", "Hopper-v5", 1, [100.0])
+    evaluations = evaluation("ppo_clip", "Hopper-v5", 1, 400.0) + evaluation("ppo_clip", "Hopper-v5", 2, 200.0)
+    evaluations += evaluation("sb3-ppo", "Hopper-v5", 1, 100.0) + evaluation("sb3-ppo-defaults", "Hopper-v5", 1, 150.0)
+    write_results(tmp_path, "mujoco", training, evaluations)
+    pendulum = episodes("trpo", "Pendulum-v1", 1, [-200.0]) + episodes("sb3-trpo", "Pendulum-v1", 1, [-300.0])
+    write_results(tmp_path, "classic", pendulum, evaluation("trpo", "Pendulum-v1", 1, -150.0)
+                  + evaluation("sb3-trpo", "Pendulum-v1", 1, -100.0))  # fmt: skip
+    text = report.render(tmp_path, "")
+    assert "| `ppo_clip` | 200.0 ± 100.0 (2) | 300.0 ± 100.0 (2) | `sb3-ppo-defaults` | 2.00× | 2.00× |" in text
+    assert "| `ppo_kl` | 50.0 ± 0.0 (1) | – | `sb3-ppo-defaults` | 0.50× | – |" in text
+    assert "| `trpo` | 10.0 ± 0.0 (1) | – | – | – | – |" in text  # sb3-trpo has not run on Hopper-v5
+    assert "| `sb3-ppo` | 80.0 ± 0.0 (1) | 100.0 ± 0.0 (1) |  |  |  |" in text
+    assert "| `sb3-ppo-defaults` | 100.0 ± 0.0 (1) | 150.0 ± 0.0 (1) |  |  |  |" in text
+    assert "| `trpo` | -200.0 ± 0.0 (1) | -150.0 ± 0.0 (1) | `sb3-trpo` | +100.0 | -50.0 |" in text
+    if importlib.util.find_spec("matplotlib"):
+        report.main(report.Options(results_dir=tmp_path, out_dir=tmp_path / "report"))
+        assert (tmp_path / "report" / "mujoco-Hopper-v5.png").stat().st_size > 0
 
 
 def test_readme_block_is_the_report_of_the_committed_csvs():
