@@ -228,11 +228,12 @@ def main(options: Options) -> list[float]:
     if options.settings is None and options.env_id not in PEERS[options.peer].settings:
         known = ", ".join(PEERS[options.peer].settings)
         raise SystemExit(f"peers.py: error: {options.peer} has no settings for {options.env_id}; it has {known}")
-    settings = json.loads(options.settings or settings_json(options.peer, options.env_id))
-    module, name = PEERS[options.peer].algorithm.rsplit(".", 1)
+    settings, peer = json.loads(options.settings or settings_json(options.peer, options.env_id)), PEERS[options.peer]
+    module, name = peer.algorithm.rsplit(".", 1)
     algorithm = getattr(importlib.import_module(module), name)
+    source = peer.source if settings == peer.settings.get(options.env_id) else "--settings"
     versions = f"stable-baselines3 {stable_baselines3.__version__}, sb3-contrib {sb3_contrib.__version__}"
-    print(f"{options.peer}: {name} on {options.env_id} with {json.dumps(settings)} ({versions})")
+    print(f"{options.peer}: {name} on {options.env_id} with {json.dumps(settings)}, from {source} ({versions})")
 
     torch.set_num_threads(1)
     os.makedirs("runs", exist_ok=True)
