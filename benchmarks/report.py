@@ -19,7 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 import tyro
-from common import PEERS, REPORT, RESULTS, ROOT, SCRIPTS, SUITES, read_csv, speed_markdown, suite_csvs
+from common import REPORT, RESULTS, ROOT, SCRIPTS, SUITES, read_csv, speed_markdown, suite_csvs
+from peers import PEERS
 
 START, END = "<!-- report:start -->", "<!-- report:end -->"
 SOLVED, SOLVED_WINDOW = 475.0, 20  # CartPole-v1 counts as solved once the mean of the last 20 episodes is ≥ 475
@@ -159,7 +160,7 @@ def solved_at(episodes: list[dict]) -> dict | None:
 
 def solved_table(runs: dict, suite: str) -> str:
     lines = [
-        "| script | seeds that reached it | env steps to it | seconds to it |",
+        "| script or peer | seeds that reached it | env steps to it | seconds to it |",
         "|---|---|---|---|",
     ]
     for algo in ordered(runs, suite)[0]:
