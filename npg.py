@@ -454,9 +454,9 @@ def evaluate(agent: Agent, normalizer: Normalizer, envs, episodes: int, seed: in
     normalizer = copy.deepcopy(normalizer)
     normalizer.frozen = True
     next_obs = normalizer.obs_tensor(envs.reset(seed=seed)[0], next(agent.parameters()).device)
-    ended = []
+    limit, ended = envs.unwrapped.envs[0].spec.max_episode_steps, []
     while len(ended) < episodes:
-        data = rollout(envs, agent, normalizer, next_obs, EVAL_TIME_LIMIT, deterministic=True)
+        data = rollout(envs, agent, normalizer, next_obs, limit, deterministic=True)  # at least one episode ends
         next_obs, ended = data.last_obs, ended + data.episodes
     for i, (episodic_return, length, truncated) in enumerate(ended[:episodes], 1):
         print(f"eval episode {i}: return {episodic_return:.2f} in {length} steps" + " (truncated)" * truncated)

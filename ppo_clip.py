@@ -199,10 +199,10 @@ def shared_metrics(agent: Agent, batch: Batch, new_dist) -> dict:
 
 
 def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: Batch, args: Args) -> dict:
-    """K epochs of minibatch Adam on the clipped objective, the value loss and the entropy bonus, which change the agent
-    in place. Returns the metrics to log, each over the whole batch with the new parameters."""
+    """K epochs of minibatch Adam on L(θ), the value loss and the entropy bonus, which change the agent in place.
+    Returns the metrics to log, each over the whole batch with the new parameters."""
     with torch.no_grad():
-        old_dist = agent.dist(batch.obs)  # π_old, for the exact KL after the update
+        old_dist = agent.dist(batch.obs)  # π_old, fixed for the whole update
     skipped = 0
     for _ in range(args.update_epochs):
         for mb in torch.randperm(len(batch.obs), device=batch.obs.device).tensor_split(args.num_minibatches):
@@ -229,9 +229,9 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: Batch, args: A
         new_dist = agent.dist(batch.obs)
         ratio = (new_dist.log_prob(batch.actions) - batch.logprobs).exp()
         advantages = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
+        kl = kl_divergence(old_dist, new_dist)  # per state
         policy_loss = -clipped_surrogate(ratio, advantages, args.clip_coef).mean()
-    kl = kl_divergence(old_dist, new_dist).mean()
-    metrics = {"losses/policy_loss": policy_loss, "losses/kl": kl, **shared_metrics(agent, batch, new_dist)}
+    metrics = {"losses/policy_loss": policy_loss, "losses/kl": kl.mean(), **shared_metrics(agent, batch, new_dist)}
     metrics["losses/clipfrac"] = ((ratio - 1).abs() > args.clip_coef).float().mean()
     return {**metrics, "charts/learning_rate": optimizer.param_groups[0]["lr"], "skipped": skipped}
 
@@ -418,9 +418,9 @@ def evaluate(agent: Agent, normalizer: Normalizer, envs, episodes: int, seed: in
     normalizer = copy.deepcopy(normalizer)
     normalizer.frozen = True
     next_obs = normalizer.obs_tensor(envs.reset(seed=seed)[0], next(agent.parameters()).device)
-    ended = []
+    limit, ended = envs.unwrapped.envs[0].spec.max_episode_steps, []
     while len(ended) < episodes:
-        data = rollout(envs, agent, normalizer, next_obs, EVAL_TIME_LIMIT, deterministic=True)
+        data = rollout(envs, agent, normalizer, next_obs, limit, deterministic=True)  # at least one episode ends
         next_obs, ended = data.last_obs, ended + data.episodes
     for i, (episodic_return, length, truncated) in enumerate(ended[:episodes], 1):
         print(f"eval episode {i}: return {episodic_return:.2f} in {length} steps" + " (truncated)" * truncated)

@@ -206,10 +206,10 @@ def shared_metrics(agent: Agent, batch: Batch, new_dist) -> dict:
 
 
 def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: Batch, args: Args, beta: float) -> dict:
-    """K epochs of minibatch Adam on the KL-penalised objective with this β, the value loss and the entropy bonus, which
-    change the agent in place. Returns the metrics to log, each over the whole batch with the new parameters."""
+    """K epochs of minibatch Adam on L(θ), the value loss and the entropy bonus, which change the agent in place.
+    Returns the metrics to log, each over the whole batch with the new parameters."""
     with torch.no_grad():
-        old_dist = agent.dist(batch.obs)  # π_old, fixed for all the epochs: the KL penalty's reference
+        old_dist = agent.dist(batch.obs)  # π_old, fixed for the whole update
     skipped = 0
     for _ in range(args.update_epochs):
         for mb in torch.randperm(len(batch.obs), device=batch.obs.device).tensor_split(args.num_minibatches):
@@ -230,9 +230,9 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: Batch, args: A
         new_dist = agent.dist(batch.obs)
         ratio = (new_dist.log_prob(batch.actions) - batch.logprobs).exp()
         advantages = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
-        policy_loss = -(ratio * advantages - beta * kl_divergence(old_dist, new_dist)).mean()
-    kl = kl_divergence(old_dist, new_dist).mean()
-    metrics = {"losses/policy_loss": policy_loss, "losses/kl": kl, **shared_metrics(agent, batch, new_dist)}
+        kl = kl_divergence(old_dist, new_dist)  # per state
+        policy_loss = -(ratio * advantages - beta * kl).mean()
+    metrics = {"losses/policy_loss": policy_loss, "losses/kl": kl.mean(), **shared_metrics(agent, batch, new_dist)}
     metrics["charts/beta"] = beta
     return {**metrics, "charts/learning_rate": optimizer.param_groups[0]["lr"], "skipped": skipped}
 
@@ -259,7 +259,8 @@ def main(args: Args) -> list[float]:
     batch_size = args.num_envs * args.num_steps
     num_iterations = max(args.total_timesteps // batch_size, 1)
     next_obs = normalizer.obs_tensor(envs.reset(seed=args.seed)[0], device)
-    global_step, start_time, skipped_updates, episodic_returns, beta = 0, time.time(), 0, [], args.init_beta
+    global_step, start_time, skipped_updates, episodic_returns = 0, time.time(), 0, []
+    beta = args.init_beta
     try:
         for iteration in range(1, num_iterations + 1):
             if args.anneal_lr:
@@ -420,9 +421,9 @@ def evaluate(agent: Agent, normalizer: Normalizer, envs, episodes: int, seed: in
     normalizer = copy.deepcopy(normalizer)
     normalizer.frozen = True
     next_obs = normalizer.obs_tensor(envs.reset(seed=seed)[0], next(agent.parameters()).device)
-    ended = []
+    limit, ended = envs.unwrapped.envs[0].spec.max_episode_steps, []
     while len(ended) < episodes:
-        data = rollout(envs, agent, normalizer, next_obs, EVAL_TIME_LIMIT, deterministic=True)
+        data = rollout(envs, agent, normalizer, next_obs, limit, deterministic=True)  # at least one episode ends
         next_obs, ended = data.last_obs, ended + data.episodes
     for i, (episodic_return, length, truncated) in enumerate(ended[:episodes], 1):
         print(f"eval episode {i}: return {episodic_return:.2f} in {length} steps" + " (truncated)" * truncated)
@@ -478,7 +479,7 @@ def check_args(args: Args) -> str | None:
     rules["gamma"] = (0 < args.gamma <= 1, "in (0, 1]")
     rules["gae_lambda"] = (0 <= args.gae_lambda <= 1, "in [0, 1]")
     rules["log_std_init"] = (math.isfinite(args.log_std_init), "finite")
-    rules["target_kl"] = (args.target_kl > 0, "positive")
+    rules["target_kl"] = (args.target_kl is None or args.target_kl > 0, "positive")
     rules["num_minibatches"] = (
         0 < 2 * args.num_minibatches <= batch_size,
         f"at most {batch_size // 2} (2+ samples each)",

@@ -82,14 +82,15 @@ def rollout(script, env_id, num_envs, num_steps, seed=0, critic_bias=None):
     normalizer = script.Normalizer(envs.single_observation_space.shape[0], num_envs, 0.99, False, False)
     raw_obs, _ = envs.reset(seed=seed)
     next_obs = torch.tensor(raw_obs, dtype=torch.float32)
-    batch = script.rollout(envs, agent, normalizer, next_obs, num_steps)
+    data = script.rollout(envs, agent, normalizer, next_obs, num_steps)
     envs.close()
-    return agent, batch
+    return agent, data
 
 
 def test_no_transition_spans_two_episodes(script):
     """Counter-v0's obs is [episode id, step]: every stored (obs, next_obs) pair must be one step of one episode."""
-    _, (obs, next_obss, _, _, _, terminations, dones, _, episodes) = rollout(script, "Counter-v0", 3, 60)
+    _, data = rollout(script, "Counter-v0", 3, 60)
+    obs, next_obss, terminations, dones = data.obs, data.next_obs, data.terminations, data.dones
     assert dones.sum() >= 10 and terminations.sum() >= 3 and (dones - terminations).sum() >= 3
     np.testing.assert_array_equal(next_obss[..., 0], obs[..., 0])  # same episode
     np.testing.assert_array_equal(next_obss[..., 1], obs[..., 1] + 1)  # the next step of it
@@ -99,22 +100,21 @@ def test_no_transition_spans_two_episodes(script):
     # Truncation (the 12-step time limit) is a done but not a termination.
     truncated = (dones - terminations).bool()
     assert (next_obss[..., 1][truncated] == 12).all()
-    assert len(episodes) == int(dones.sum())
+    assert len(data.episodes) == int(dones.sum())
+    assert [was_truncated for _, _, was_truncated in data.episodes] == truncated[dones.bool()].tolist()
 
 
 def test_truncated_constant_reward_has_zero_advantage(script):
-    """Reward 1 forever, truncated every 7 steps, with the true V = 1/(1 − γ): every Â_t is 0, the last step's too.
-    Treating truncation as termination would give Â = −γ·V at each truncated step."""
+    """Reward 1 forever, truncated every 7 steps, with the true V = 1/(1 − γ): the script's make_batch must give Â = 0
+    everywhere, the truncated steps' too. Treating truncation as termination (V(s') = 0 there) gives Â = −γ·V at each
+    truncated step, and a bootstrap from the reset obs instead of the final one is caught by test_gae_sees_the_true_
+    successor_of_every_step."""
     gamma = 0.9
-    agent, (obs, next_obss, _, _, rewards, terminations, dones, _, _) = rollout(
-        script, "Constant-v0", 2, 21, critic_bias=1 / (1 - gamma)
-    )
-    assert dones.sum() == 6 and terminations.sum() == 0
-    with torch.no_grad():
-        values = agent.value(obs)
-        next_values = agent.value(next_obss) * (1 - terminations)
-    advantages = script.compute_gae(rewards, values, next_values, dones, gamma, 0.95)
-    torch.testing.assert_close(advantages, torch.zeros_like(advantages), atol=1e-4, rtol=0)
+    agent, data = rollout(script, "Constant-v0", 2, 21, critic_bias=1 / (1 - gamma))
+    assert data.dones.sum() == 6 and data.terminations.sum() == 0
+    batch = script.make_batch(agent, data, gamma, 0.95)
+    torch.testing.assert_close(batch.advantages, torch.zeros_like(batch.advantages), atol=1e-4, rtol=0)
+    torch.testing.assert_close(batch.returns, torch.full_like(batch.returns, 1 / (1 - gamma)))
 
 
 def test_categorical_head_matches_closed_form(script):
@@ -244,7 +244,9 @@ def test_evaluation_reuses_training_obs_statistics(script, in_tmp):
     agent.load_state_dict(checkpoint["agent"])
     normalizer = script.Normalizer(3, 2, 0.99, True, True)
     normalizer.load_state_dict(checkpoint["normalizer"])
-    (evaluated,) = script.evaluate(agent, normalizer, "Pendulum-v1", 1, seed=5)
+    envs = script.make_env("Pendulum-v1", 1, time_limit=script.EVAL_TIME_LIMIT)
+    (evaluated,) = script.evaluate(agent, normalizer, envs, 1, seed=5)
+    envs.close()
     assert normalizer.stats["obs"].count == count, "evaluation must not update the statistics"
 
     def replay(mean, var):

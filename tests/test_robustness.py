@@ -116,7 +116,9 @@ def test_evaluation_ends_without_a_time_limit(script):
     """NoTimeLimit-v0 never ends by itself: evaluation cuts each episode at 1,000 steps."""
     agent = script.Agent(1, gym.spaces.Discrete(2))
     normalizer = script.Normalizer(1, 1, 0.99, False, False)
-    assert script.evaluate(agent, normalizer, "NoTimeLimit-v0", 2, seed=0) == [1000.0, 1000.0]
+    envs = script.make_env("NoTimeLimit-v0", 1, time_limit=script.EVAL_TIME_LIMIT)
+    assert script.evaluate(agent, normalizer, envs, 2, seed=0) == [1000.0, 1000.0]
+    envs.close()
 
 
 def test_checkpoint_holds_only_plain_data(script, in_tmp):
@@ -182,7 +184,7 @@ def test_ctrl_c_saves_flushes_and_exits_130(script, in_tmp, monkeypatch):
         script.main(tiny_args(script, total_timesteps=1024, num_steps=64, save_model=True))
     assert exit_info.value.code == 130
     assert len(read_scalars(only_run())["losses/kl"]) == 2  # the two finished iterations reached tensorboard
-    assert set(saved_checkpoint()) == {"agent", "normalizer", "args"}
+    assert set(saved_checkpoint()) == {"script", "agent", "normalizer", "args"}
 
 
 def test_runs_in_the_same_second_get_their_own_folders(script, in_tmp, monkeypatch):

@@ -64,10 +64,20 @@ def fvp_of(script, agent, obs, old_dist):
     return partial(script.fisher_vector_product, script.flat_grad(kl, params, create_graph=True), params)
 
 
+def objective_of(script, agent, obs, actions, logprobs, advantages, old_dist):
+    """() ↦ (L(θ), Ê[KL(π_old ‖ πθ)]) at the agent's current θ, as the script's update builds it."""
+
+    def objective():
+        dist = agent.dist(obs)
+        return script.surrogate(dist.log_prob(actions), logprobs, advantages), kl_divergence(old_dist, dist).mean()
+
+    return objective
+
+
 def natural_step(script, agent, obs, actions, logprobs, advantages, old_dist, delta, iters=10, damping=0.1):
-    """The script's natural gradient step from the agent's current θ, wired as main wires it."""
+    """The script's natural gradient step from the agent's current θ, wired as update wires it."""
     params = agent.policy_parameters()
-    surrogate, kl = script.policy_objective(agent, obs, actions, logprobs, advantages, old_dist)
+    surrogate, kl = objective_of(script, agent, obs, actions, logprobs, advantages, old_dist)()
     g = script.flat_grad(surrogate, params, retain_graph=True)
     fvp = partial(script.fisher_vector_product, script.flat_grad(kl, params, create_graph=True), params)
     return script.natural_gradient_step(g, fvp, delta, iters, damping)
@@ -189,12 +199,16 @@ def test_accepted_line_search_step_improves_within_the_trust_region(continuous):
     before = surrogate_of(trpo, agent, obs, actions, logprobs, advantages)
     delta = 0.01
     step, _ = natural_step(trpo, agent, obs, actions, logprobs, advantages, old_dist, delta)
-    objective = partial(trpo.policy_objective, agent, obs, actions, logprobs, advantages, old_dist)
+    objective = objective_of(trpo, agent, obs, actions, logprobs, advantages, old_dist)
     with torch.no_grad():
         # A step twice too long violates the KL bound at j = 0, so the search must backtrack.
-        accepted, tries = trpo.line_search(params, theta_old, 2 * step, objective, delta, 0.8, 10)
+        accepted, tries, surrogate, kl_found = trpo.line_search(
+            params, theta_old, 2 * step, objective, before, delta, 0.8, 10
+        )
         kl = kl_divergence(old_dist, agent.dist(obs)).mean()
     assert accepted and tries > 1
+    surrogate_there, kl_there = objective()
+    assert torch.equal(surrogate, surrogate_there) and torch.equal(kl_found, kl_there), "L and the KL where θ ends"
     assert kl <= delta and surrogate_of(trpo, agent, obs, actions, logprobs, advantages) > before
     theta = torch.nn.utils.parameters_to_vector(params)
     torch.testing.assert_close(theta, theta_old + 0.8 ** (tries - 1) * 2 * step)
@@ -208,8 +222,10 @@ def test_rejected_line_search_restores_theta_bit_for_bit(how):
     theta_old = torch.nn.utils.parameters_to_vector(params).detach()
     step, _ = natural_step(trpo, agent, obs, actions, logprobs, advantages, old_dist, 0.01)
     step, delta = {"downhill": (-step, 0.01), "zero": (0 * step, 0.01), "kl_too_small": (step, 1e-12)}[how]
-    objective = partial(trpo.policy_objective, agent, obs, actions, logprobs, advantages, old_dist)
+    objective = objective_of(trpo, agent, obs, actions, logprobs, advantages, old_dist)
+    before = surrogate_of(trpo, agent, obs, actions, logprobs, advantages)
     with torch.no_grad():
-        accepted, tries = trpo.line_search(params, theta_old, step, objective, delta, 0.8, 10)
+        accepted, tries, surrogate, kl = trpo.line_search(params, theta_old, step, objective, before, delta, 0.8, 10)
     assert not accepted and tries == 10
+    assert surrogate == before and kl == 0, "θ_old's L, and a KL of 0"
     assert all(torch.equal(p, q) for p, q in zip(params, saved, strict=True))

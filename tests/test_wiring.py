@@ -66,7 +66,14 @@ def test_gae_sees_the_true_successor_of_every_step(script, in_tmp, monkeypatch):
     hand compute_gae V(s') of the true successor s' (the final obs where an episode ended), 0 after a termination only,
     and the dones that stop Â at the end of each episode: there Â_t is its own TD error."""
     run = train(script, monkeypatch, env_id="Counter-v0", num_envs=3, num_steps=60, total_timesteps=180)
-    (obs, true_next_obs, _, _, rewards, terminations, dones, *_) = run.batches[0]
+    data = run.batches[0]
+    obs, true_next_obs, rewards, terminations, dones = (
+        data.obs,
+        data.next_obs,
+        data.rewards,
+        data.terminations,
+        data.dones,
+    )
     ((gae_rewards, values, next_values, gae_dones, gamma, _, advantages),) = run.gae_calls
     truncations = dones.bool() & ~terminations.bool()
     assert terminations.sum() >= 3 and truncations.sum() >= 3 and dones[:-1].sum() >= 6

@@ -1,0 +1,63 @@
+"""The shape of the five files (../shared/STYLE.md): what they share is the same text in each, so that `diff` between
+two siblings shows only the method, and the method comes first."""
+
+import ast
+import difflib
+
+import pytest
+from conftest import ROOT, SCRIPTS
+
+# The blocks that differ by design: the arguments, the method's update, the training loop that calls it (its
+# optimizers, a learning-rate schedule, ppo_kl's β), and the range checks of each script's own flags.
+PER_SCRIPT = {"Args", "update", "main", "check_args"}
+# diff's changed lines (those it marks < or >) between siblings; see STYLE.md.
+DIFF_LIMITS = {("npg", "trpo"): 45, ("ppo_clip", "ppo_kl"): 45, ("pg", "npg"): 100}
+
+
+def blocks(name: str) -> dict[str, str]:
+    """The source text of each top-level function, class and assignment of a script, by name."""
+    source = (ROOT / f"{name}.py").read_text()
+    found = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            found[node.name] = ast.get_source_segment(source, node)
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            found[node.targets[0].id] = ast.get_source_segment(source, node)
+    return found
+
+
+SOURCES = {name: blocks(name) for name in SCRIPTS}
+SHARED = sorted({block for name in SCRIPTS for block in SOURCES[name]} - PER_SCRIPT)
+
+
+@pytest.mark.parametrize("block", SHARED)
+def test_shared_blocks_are_the_same_text_in_every_file(block):
+    having = [name for name in SCRIPTS if block in SOURCES[name]]
+    first = having[0]
+    for other in having[1:]:
+        drift = "\n".join(difflib.unified_diff(SOURCES[first][block].splitlines(), SOURCES[other][block].splitlines(),
+                                               f"{first}.py", f"{other}.py", lineterm=""))  # fmt: skip
+        assert not drift, f"{block} differs between {first}.py and {other}.py:\n{drift}"
+
+
+def test_every_script_has_the_plumbing():
+    plumbing = {"make_env", "Normalizer", "Rollout", "rollout", "evaluate", "build", "save_checkpoint",
+                "evaluate_checkpoint", "first_line", "mlp", "Agent", "compute_gae", "Batch", "make_batch",
+                "guarded_step", "shared_metrics"}  # fmt: skip
+    for name in SCRIPTS:
+        assert plumbing <= set(SOURCES[name]), f"{name}.py lacks {sorted(plumbing - set(SOURCES[name]))}"
+
+
+@pytest.mark.parametrize("pair, limit", DIFF_LIMITS.items(), ids=[f"{a}-{b}" for a, b in DIFF_LIMITS])
+def test_sibling_diffs_show_only_the_method(pair, limit):
+    first, second = ((ROOT / f"{name}.py").read_text().splitlines() for name in pair)
+    changed = [line for line in difflib.ndiff(first, second) if line[:1] in "+-"]
+    assert len(changed) <= limit, f"diff {pair[0]}.py {pair[1]}.py changes {len(changed)} lines, more than {limit}"
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_the_update_comes_in_the_first_half_of_the_file(name):
+    lines = (ROOT / f"{name}.py").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines, 1) if line.startswith("def update("))
+    assert start < 0.55 * len(lines), f"{name}.py: update starts at line {start} of {len(lines)}"
+    assert lines.index(next(line for line in lines if line.startswith("# ---- Plumbing"))) > start
