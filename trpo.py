@@ -475,14 +475,14 @@ def evaluate(agent: Agent, normalizer: Normalizer, envs, episodes: int, seed: in
     normalizer = copy.deepcopy(normalizer)
     normalizer.frozen = True
     next_obs = normalizer.obs_tensor(envs.reset(seed=seed)[0], next(agent.parameters()).device)
-    limit, ended = envs.unwrapped.envs[0].spec.max_episode_steps, []
+    spec, ended = envs.unwrapped.envs[0].spec, []  # its time limit is make_env's time_limit if it had none
     while len(ended) < episodes:
-        data = rollout(envs, agent, normalizer, next_obs, limit, deterministic=True)  # at least one episode ends
+        data = rollout(envs, agent, normalizer, next_obs, spec.max_episode_steps, deterministic=True)
         next_obs, ended = data.last_obs, ended + data.episodes
     for i, (episodic_return, length, truncated) in enumerate(ended[:episodes], 1):
         print(f"eval episode {i}: return {episodic_return:.2f} in {length} steps" + " (truncated)" * truncated)
     returns = [episodic_return for episodic_return, _, _ in ended[:episodes]]
-    print(f"eval: {np.mean(returns):.2f} ± {np.std(returns):.2f} over {episodes} episodes")
+    print(f"eval: {np.mean(returns):.2f} ± {np.std(returns):.2f} over {episodes} episodes of {spec.id}")
     return returns
 
 
@@ -557,8 +557,8 @@ def check_args(args: Args) -> str | None:
         try:
             with tempfile.TemporaryDirectory() as folder:  # films one frame: needs moviepy and the env's renderer
                 env = gym.wrappers.RecordVideo(gym.make(args.env_id, render_mode="rgb_array"), folder)
-                env.reset(seed=0)
-                env.close()
+                with contextlib.closing(env):
+                    env.reset(seed=0)
         except Exception as e:  # gymnasium's message says which package to install
             return f"--capture-video cannot film {args.env_id}: {first_line(e)}"
     return None

@@ -8,7 +8,7 @@ import gymnasium as gym
 import pytest
 import test_robustness
 import torch
-from conftest import SCRIPTS, tiny_args
+from conftest import SCRIPTS, only_run, read_scalars, tiny_args
 
 import trpo
 
@@ -88,6 +88,7 @@ def test_trpo_skips_the_line_search_on_a_non_finite_step(in_tmp, monkeypatch):
     monkeypatch.setattr(trpo, "compute_gae", lambda rewards, *_: torch.full_like(rewards, torch.nan))
     trpo.main(tiny_args(trpo, env_id="Pendulum-v1", total_timesteps=128, save_model=True))
     assert calls == []
+    assert read_scalars(only_run())["charts/line_search_steps"] == [0.0], "no step was tried"
     weights = test_robustness.saved_checkpoint()["agent"]
     for name, weight in test_robustness.initial_agent(trpo, "Pendulum-v1").state_dict().items():
         assert torch.equal(weights[name], weight), name
