@@ -8,6 +8,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -414,16 +415,20 @@ def test_slurm_backend_runs_the_smoke_suite(slurm, tmp_path):
 
     out = runner("--seeds", "1", "--poll-seconds", "1", "--time", "00:10:00")
     assert "submitted job array" in out and "2/2 runs done" in out
-    assert "submitted job array" in runner("--seeds", "2", "--no-wait")
+    # Held, so that its tasks are still queued when the runner looks again: a smoke run ends faster than it starts.
+    submitted = runner("--seeds", "2", "--no-wait", "--sbatch-args=--hold")
+    assert "submitted job array" in submitted
     out = runner("--seeds", "2", "--no-wait")
     assert "2 runs are still queued or running" in out and "submit" not in out
+    job = re.search(r"submitted job array (\S+)", submitted).group(1)
+    subprocess.run(["scontrol", "release", job], env=slurm, check=True, capture_output=True)
     for _ in range(60):
         if "all runs recorded" in runner("--collect"):
             break
         time.sleep(1)
-    episodes_csv, commands_csv = common.suite_csvs(tmp_path / "results", "smoke")
+    episodes_csv, commands_csv, eval_csv = common.suite_csvs(tmp_path / "results", "smoke")
     keys = {(row["algo"], row["seed"]) for row in common.read_csv(episodes_csv)}
     assert keys == {("pg", "1"), ("pg", "2"), ("ppo_clip", "1"), ("ppo_clip", "2")}
-    assert len(common.read_csv(commands_csv)) == 4
+    assert len(common.read_csv(commands_csv)) == 4 and len(common.read_csv(eval_csv)) == 4 * 10
     out = runner()
     assert "4 already recorded" in out and "submit" not in out
