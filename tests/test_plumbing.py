@@ -17,6 +17,11 @@ gym.register("Unregistered-v0", entry_point="gymnasium.envs.classic_control.cart
 """
 
 
+# The plumbing is the same text in every script (tests/test_shape.py), so its behaviour is checked on two of them.
+TWO = pytest.mark.parametrize("script", ["pg", "trpo"], indirect=True)
+
+
+@TWO
 def test_module_env_ids_train_save_and_evaluate(script, in_tmp, monkeypatch):
     """gym.make("pkg.module:Env-v0") imports the module, which registers the env; gym.spec does not, so nothing after
     training may look the id up there."""
@@ -63,6 +68,7 @@ def opened(monkeypatch):
     return envs
 
 
+@TWO
 def test_every_env_that_is_opened_is_closed(script, in_tmp, opened):
     script.main(tiny_args(script, env_id="Pendulum-v1", save_model=True, eval_episodes=2))
     trained = len(opened)
