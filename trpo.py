@@ -279,7 +279,7 @@ def update(agent: Agent, value_optimizer: torch.optim.Optimizer, batch: Batch, a
     fvp = partial(fisher_vector_product, grad_kl, params)
     step, cg_residual = natural_gradient_step(g, fvp, args.target_kl, args.cg_iters, args.cg_damping)
     skipped = int(not torch.isfinite(step).all())  # a non-finite loss or gradient: θ stays θ_old
-    accepted, tries, surrogate_new, kl = False, 0, surrogate_old.detach(), torch.zeros(())
+    accepted, tries, surrogate_new, kl = False, 0, surrogate_old.detach(), torch.zeros(())  # θ_old's, if skipped
     if not skipped:
         with torch.no_grad():
             search = (args.target_kl, args.backtrack_coef, args.backtrack_iters)
