@@ -85,7 +85,8 @@ def test_infinite_action_bounds_are_not_clipped(script, in_tmp, monkeypatch):
     )
     script.main(tiny_args(script, env_id="InfiniteBoxActions-v0", total_timesteps=256, num_steps=64, save_model=True))
     actions = np.concatenate(sent)
-    assert np.isfinite(actions).all() and actions.std() > 0.5  # the N(0, 1) samples, as drawn
+    # The N(0, 1) samples, as drawn: clipped to ±1 their std would be 0.72, squashed by tanh 0.63, and neither leaves ±1
+    assert np.isfinite(actions).all() and actions.std() > 0.9 and np.abs(actions).max() > 2
     assert all(torch.isfinite(w).all() for w in saved_checkpoint()["agent"].values())
 
 
@@ -104,11 +105,11 @@ def test_eval_checkpoint_matches_the_in_memory_evaluation(script, in_tmp, monkey
     evaluate = script.evaluate
     monkeypatch.setattr(script, "evaluate", lambda *a: evaluations.append(evaluate(*a)) or evaluations[-1])
     script.main(
-        tiny_args(script, env_id=env_id, total_timesteps=512, num_steps=128, save_model=True, seed=4, eval_episodes=10)
+        tiny_args(script, env_id=env_id, total_timesteps=512, num_steps=128, save_model=True, seed=4, eval_episodes=3)
     )
     (path,) = Path("runs").glob("*/*.model")
-    returns = script.main(script.Args(eval_checkpoint=str(path), eval_episodes=10, seed=4))
-    assert evaluations[0] == returns and len(returns) == 10
+    returns = script.main(script.Args(eval_checkpoint=str(path), eval_episodes=3, seed=4))
+    assert evaluations[0] == returns and len(returns) == 3
     assert len(set(returns)) > 1, "the episodes should differ"
 
 
@@ -185,6 +186,28 @@ def test_ctrl_c_saves_flushes_and_exits_130(script, in_tmp, monkeypatch):
     assert exit_info.value.code == 130
     assert len(read_scalars(only_run())["losses/kl"]) == 2  # the two finished iterations reached tensorboard
     assert set(saved_checkpoint()) == {"script", "agent", "normalizer", "args"}
+
+
+def test_a_real_sigint_saves_flushes_and_exits_130(in_tmp):
+    """SIGINT, as Ctrl-C sends it, to a training process once it has printed its first progress line: it exits with
+    130, its checkpoint loads with weights_only=True, and the events of the finished iterations are on disk. main's
+    handler is the same text in every script; pg stands for them here."""
+    import signal
+
+    command = [sys.executable, "-u", str(ROOT / "pg.py"), "--total-timesteps", "10000000", "--num-steps", "64"]
+    process = subprocess.Popen([*command, "--save-model"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stdout:
+            if line.startswith("step"):
+                break
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "pg: interrupted at step" in stderr and "Traceback" not in stderr
+    assert set(saved_checkpoint()) == {"script", "agent", "normalizer", "args"}
+    assert len(read_scalars(only_run())["losses/kl"]) >= 1
 
 
 def test_runs_in_the_same_second_get_their_own_folders(script, in_tmp, monkeypatch):

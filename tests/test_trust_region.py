@@ -135,14 +135,16 @@ def test_conjugate_gradient_of_zero_is_zero(script):
 
 @pytest.mark.parametrize("continuous", [False, True])
 def test_natural_step_meets_the_kl_constraint(script, continuous):
-    """½·sᵀFs = δ exactly, and the KL measured after the step is δ to second order: its error shrinks with δ."""
+    """½·sᵀFs = δ, with F the explicit Hessian of the KL, and the KL measured after the step is δ to second order: its
+    error shrinks with δ."""
     agent, obs, actions, logprobs, advantages, old_dist = small_policy(script, continuous)
     params = agent.policy_parameters()
     theta_old = torch.nn.utils.parameters_to_vector(params).detach()
+    fisher = torch.autograd.functional.hessian(mean_kl_of_flat(agent, obs, old_dist), theta_old)  # not the script's F·v
     errors = []
     for delta in (1e-2, 1e-4):
         step, residual = natural_step(script, agent, obs, actions, logprobs, advantages, old_dist, delta, 20)
-        s_F_s = step @ fvp_of(script, agent, obs, old_dist)(step)
+        s_F_s = step @ fisher @ step
         assert 0.5 * s_F_s.item() == pytest.approx(delta, rel=1e-9)
         script.set_flat_params(params, theta_old + step)
         with torch.no_grad():
@@ -188,7 +190,7 @@ def test_logged_kl_and_extra_keys(script, in_tmp, env_id):
     else:
         assert (kls <= 0.01).all()
         accepted = torch.tensor(scalars["charts/line_search_accepted"])
-        assert ((kls > 0) == (accepted > 0)).all()
+        assert ((kls > 0) == (accepted > 0)).all() and accepted.sum() >= 3, "most steps are accepted here"
 
 
 @pytest.mark.parametrize("continuous", [False, True])

@@ -172,7 +172,9 @@ def test_clipped_value_loss_holds_the_critic_back(in_tmp, monkeypatch):
     target, its gradient is 0: one update moves V(1) from 0.19 only to 0.42 with ε = 0.05 (Adam's momentum carries
     it past ε), where the unclipped loss takes it to the target of 1. The smaller of the two would not hold it back."""
     obs = torch.ones(1, 1)
+    defaults = ppo_clip.Args()  # the default 10 epochs × 32 minibatches, as the figures above were measured with
     overrides = dict(env_id="ProbeConstantReward-v0", clip_coef=0.05)
+    overrides.update(update_epochs=defaults.update_epochs, num_minibatches=defaults.num_minibatches)
     free = train(ppo_clip, monkeypatch, **overrides)
     clipped = train(ppo_clip, monkeypatch, clip_vloss=True, **overrides)
     with torch.no_grad():
