@@ -89,15 +89,47 @@ def mlp(in_dim: int, out_dim: int, gain: float) -> nn.Sequential:
     return nn.Sequential(*layers[:-1])
 
 
-class Agent(nn.Module):
-    """The actor πθ(a|s) and the critic V(s): two separate tanh MLPs with 64 × 64 hidden units."""
+class NatureCNN(nn.Module):
+    """A uint8 image of shape (C, H, W), or (H, W, C) where the last axis is the shorter end, to out_dim: the Nature DQN
+    encoder (Mnih et al. 2015), 32 8×8 filters with stride 4, 64 4×4 with stride 2, 64 3×3 with stride 1 and 512 units,
+    ReLU between, on pixels scaled to [0, 1]; then a linear layer whose gain scales its orthogonal init. Any leading
+    dims, as the MLP allows: (T, N, …) as well as (B, …)."""
 
-    def __init__(self, obs_dim: int, action_space: gym.Space, log_std_init: float = 0.0):
+    def __init__(self, shape: tuple[int, ...], out_dim: int, gain: float):
+        super().__init__()
+        self.channels_last = shape[-1] < shape[0]
+        channels, height, width = (shape[-1], *shape[:2]) if self.channels_last else shape
+        convs = [nn.Conv2d(channels, 32, 8, stride=4), nn.Conv2d(32, 64, 4, stride=2), nn.Conv2d(64, 64, 3, stride=1)]
+        with torch.no_grad():
+            flat = nn.Sequential(*convs)(torch.zeros(1, channels, height, width)).numel()
+        layers = [convs[0], nn.ReLU(), convs[1], nn.ReLU(), convs[2], nn.ReLU(), nn.Flatten(), nn.Linear(flat, 512)]
+        layers += [nn.ReLU(), nn.Linear(512, out_dim)]
+        for layer in layers:
+            if isinstance(layer, nn.Conv2d | nn.Linear):
+                nn.init.orthogonal_(layer.weight, np.sqrt(2) if layer is not layers[-1] else gain)
+                nn.init.zeros_(layer.bias)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.reshape(-1, *obs.shape[-3:]).float() / 255.0
+        x = x.permute(0, 3, 1, 2) if self.channels_last else x
+        return self.net(x).reshape(*obs.shape[:-3], -1)
+
+
+class Agent(nn.Module):
+    """The actor πθ(a|s) and the critic V(s): two separate tanh MLPs with 64 × 64 hidden units, or on an image two
+    separate NatureCNNs. Separate even there, at the cost of a second encoder: θ is then the actor alone, so the
+    critic's regression never moves π, and npg's and trpo's trust region, and every script's KL, sees all of π's change.
+
+    obs_dim: the size of a flat observation, or the shape of an image."""
+
+    def __init__(self, obs_dim: int | tuple[int, ...], action_space: gym.Space, log_std_init: float = 0.0):
         super().__init__()
         self.continuous = isinstance(action_space, gym.spaces.Box)
         act_dim = action_space.shape[0] if self.continuous else action_space.n
-        self.critic = mlp(obs_dim, 1, gain=1.0)
-        self.actor = mlp(obs_dim, act_dim, gain=0.01)
+        net = mlp if isinstance(obs_dim, int) else NatureCNN
+        self.critic = net(obs_dim, 1, gain=1.0)
+        self.actor = net(obs_dim, act_dim, gain=0.01)
         if self.continuous:
             self.actor_logstd = nn.Parameter(torch.full((act_dim,), log_std_init))
 
@@ -209,11 +241,14 @@ def main(args: Args) -> list[float]:
     if args.eval_checkpoint:
         return evaluate_checkpoint(args, device)
     os.makedirs("runs", exist_ok=True)  # mkdtemp: a new folder, even for two runs that start in the same second
-    run_dir = tempfile.mkdtemp(prefix=f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}_", dir="runs")
+    env_name = args.env_id.replace("/", "-")  # ALE/Pong-v5 → ALE-Pong-v5: one folder
+    run_dir = tempfile.mkdtemp(prefix=f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}_", dir="runs")
     torch.manual_seed(args.seed)
     envs = make_env(args.env_id, args.num_envs, f"videos/{os.path.basename(run_dir)}" if args.capture_video else None)
     continuous = isinstance(envs.single_action_space, gym.spaces.Box)
-    args.norm_obs, args.norm_reward = (continuous if f is None else f for f in (args.norm_obs, args.norm_reward))
+    image = len(envs.single_observation_space.shape) == 3  # scaled to [0, 1] by the NatureCNN, never normalised
+    args.norm_obs = continuous and not image if args.norm_obs is None else args.norm_obs
+    args.norm_reward = continuous if args.norm_reward is None else args.norm_reward
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "\n\n".join(f"{key}: {value}" for key, value in vars(args).items()))
     agent, normalizer = build(args, envs, device)
@@ -273,7 +308,7 @@ def make_env(env_id: str, num_envs: int, video_folder: str | None = None, time_l
     time_limit, an env that has no time limit of its own is cut after that many steps."""
 
     def make(index: int) -> gym.Env:
-        env = gym.make(env_id, render_mode="rgb_array") if video_folder and index == 0 else gym.make(env_id)
+        env = make_one(env_id, render_mode="rgb_array") if video_folder and index == 0 else make_one(env_id)
         if time_limit and env.spec.max_episode_steps is None:
             env = gym.wrappers.TimeLimit(env, time_limit)
         return gym.wrappers.RecordVideo(env, video_folder) if video_folder and index == 0 else env
@@ -284,15 +319,31 @@ def make_env(env_id: str, num_envs: int, video_folder: str | None = None, time_l
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
+def make_one(env_id: str, **kwargs) -> gym.Env:
+    """gym.make(env_id), except for an Atari game (an ALE/ id, from ale-py): it is registered first and preprocessed
+    as usual (Machado et al. 2018): no-op starts, frames skipped 4 at a time, 84 × 84 grey, stacks of 4 frames, and
+    episodes cut at 27,000 steps (108,000 frames). v5's sticky actions stay. Its rewards are clipped for learning by
+    the Normalizer, so that the episode statistics keep the game's score."""
+    if not env_id.startswith("ALE/"):
+        return gym.make(env_id, **kwargs)
+    import ale_py  # gymnasium's Atari extra: pip install ale-py
+
+    gym.register_envs(ale_py)
+    env = gym.wrappers.AtariPreprocessing(gym.make(env_id, frameskip=1, **kwargs), noop_max=30, frame_skip=4)
+    return gym.wrappers.TimeLimit(gym.wrappers.FrameStackObservation(env, 4), 27_000)
+
+
 class Normalizer:
     """Running observation normalisation, (o − μ)/σ, and reward scaling, r/σ_R with σ_R the running std of the
     discounted return (Engstrom et al. 2020, "Implementation Matters in Deep RL"), both clipped to ±10. Frozen, it
     changes no statistic. Not gymnasium's vector wrappers: they refuse same-step autoreset, and info["final_obs"] must
-    be normalised with the same statistics as the observations."""
+    be normalised with the same statistics as the observations. Images (obs_dim a shape) stay uint8, for the
+    NatureCNN; sign_reward clips each reward to its sign first, as Atari agents learn (Mnih et al. 2015)."""
 
-    def __init__(self, obs_dim: int, num_envs: int, gamma: float, norm_obs: bool, norm_reward: bool):
+    def __init__(self, obs_dim, num_envs: int, gamma: float, norm_obs: bool, norm_reward: bool, sign_reward=False):
         self.norm_obs, self.norm_reward, self.gamma, self.frozen = norm_obs, norm_reward, gamma, False
-        self.stats = {"obs": RunningMeanStd(shape=(obs_dim,)), "return": RunningMeanStd(shape=())}
+        self.image, self.sign_reward = not isinstance(obs_dim, int), sign_reward  # an image is never normalised
+        self.stats = {"obs": RunningMeanStd(shape=(1 if self.image else obs_dim,)), "return": RunningMeanStd(shape=())}
         self.discounted_return = np.zeros(num_envs)
 
     def obs(self, obs: np.ndarray, update: bool = True) -> np.ndarray:
@@ -303,10 +354,13 @@ class Normalizer:
         return np.clip((obs - self.stats["obs"].mean) / np.sqrt(self.stats["obs"].var + 1e-8), -10, 10)
 
     def obs_tensor(self, obs: np.ndarray, device: torch.device, update: bool = True) -> torch.Tensor:
-        """obs normalised, as float32 on device: what the agent sees."""
+        """obs normalised, as float32 on device (an image: as it is, uint8): what the agent sees."""
+        if self.image:
+            return torch.as_tensor(obs, dtype=torch.uint8, device=device)
         return torch.as_tensor(self.obs(obs, update), dtype=torch.float32, device=device)
 
     def reward(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        reward = np.sign(reward) if self.sign_reward else reward
         if not self.norm_reward:
             return reward
         if not self.frozen:
@@ -343,7 +397,7 @@ class Rollout(NamedTuple):
 def rollout(envs, agent: Agent, normalizer: Normalizer, next_obs: torch.Tensor, num_steps: int, deterministic=False):
     """Runs πθ (its mode, if deterministic) for num_steps steps in each env, from next_obs. Returns a Rollout."""
     device, space, num_envs = next_obs.device, envs.single_action_space, envs.num_envs
-    obs = torch.zeros((num_steps, *next_obs.shape), device=device)  # (T, N, obs_dim)
+    obs = torch.zeros((num_steps, *next_obs.shape), dtype=next_obs.dtype, device=device)  # (T, N, obs_dim), or images
     true_next_obs = torch.zeros_like(obs)
     actions = torch.zeros((num_steps, num_envs, *space.shape), device=device)
     logprobs = torch.zeros((num_steps, num_envs), device=device)
@@ -395,8 +449,10 @@ def evaluate(agent: Agent, normalizer: Normalizer, envs, episodes: int, seed: in
 
 
 def build(args: Args, envs, device: torch.device) -> tuple[Agent, Normalizer]:
-    obs_dim = envs.single_observation_space.shape[0]
-    normalizer = Normalizer(obs_dim, envs.num_envs, args.gamma, args.norm_obs, args.norm_reward)
+    shape = envs.single_observation_space.shape
+    obs_dim = shape[0] if len(shape) == 1 else shape  # a size, or an image's shape
+    atari = args.env_id.startswith("ALE/")
+    normalizer = Normalizer(obs_dim, envs.num_envs, args.gamma, args.norm_obs, args.norm_reward, sign_reward=atari)
     return Agent(obs_dim, envs.single_action_space, args.log_std_init).to(device), normalizer
 
 
@@ -449,12 +505,26 @@ def check_args(args: Args) -> str | None:
     if args.eval_checkpoint:  # the env is the checkpoint's, checked when it is loaded
         return None
     try:
-        env = gym.make(args.env_id)
+        env = make_one(args.env_id)
         env.close()
+    except ModuleNotFoundError as e:
+        return f"cannot make --env-id {args.env_id}: {first_line(e)} (Atari: pip install ale-py)"
     except Exception as e:  # an unknown id, or a missing package: gymnasium's message says which
         return f"cannot make --env-id {args.env_id}: {first_line(e)}"
-    if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
-        return f"{args.env_id} has observation space {env.observation_space}; supported: a flat Box"
+    obs_space, supported = env.observation_space, "supported: a flat Box, or a uint8 image (C, H, W) or (H, W, C)"
+    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) in (1, 3)):
+        atari = (
+            " (for Atari, an ALE/ id)" if isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 2 else ""
+        )
+        return f"{args.env_id} has observation space {obs_space}; {supported}{atari}"
+    if len(obs_space.shape) == 3:
+        size = sorted(obs_space.shape)[1]  # of height and width, the smaller; the channels are the smallest axis
+        if obs_space.dtype != np.uint8:
+            return f"{args.env_id} has observation space {obs_space}; {supported}, and this image is not uint8"
+        if size < 36:
+            return f"{args.env_id} has observation space {obs_space}: the NatureCNN needs images of 36 × 36 or more"
+        if args.norm_obs:
+            return "--norm-obs is for flat observations: images are scaled to [0, 1]"
     space = env.action_space
     if not (space == gym.spaces.Discrete(space.n) if isinstance(space, gym.spaces.Discrete) else
             isinstance(space, gym.spaces.Box) and len(space.shape) == 1):  # fmt: skip
@@ -462,7 +532,7 @@ def check_args(args: Args) -> str | None:
     if args.capture_video:
         try:
             with tempfile.TemporaryDirectory() as folder:  # films one frame: needs moviepy and the env's renderer
-                env = gym.wrappers.RecordVideo(gym.make(args.env_id, render_mode="rgb_array"), folder)
+                env = gym.wrappers.RecordVideo(make_one(args.env_id, render_mode="rgb_array"), folder)
                 with contextlib.closing(env):
                     env.reset(seed=0)
         except Exception as e:  # gymnasium's message says which package to install

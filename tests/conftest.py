@@ -24,9 +24,15 @@ def script(request):
 
 
 def pytest_collection_modifyitems(items):
-    """The slow tests first, then the probes, then the rest: with -n (and --maxschedchunk=1, in pyproject.toml) the
-    longest start first and the workers end together."""
-    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1 if "test_probes" in item.nodeid else 2)
+    """The slow tests first, then the Slurm test (which waits on its cluster) and the probes, then the rest: with -n
+    (and --maxschedchunk=1, in pyproject.toml) the longest start first and the workers end together."""
+
+    def rank(item) -> int:
+        if item.get_closest_marker("slow"):
+            return 0
+        return 1 if "slurm" in item.nodeid or "test_probes" in item.nodeid else 2
+
+    items.sort(key=rank)
 
 
 def tiny_args(module, **overrides):
@@ -102,9 +108,40 @@ class SpacesEnv(CounterEnv):
         self.action_space = action_space or CounterEnv.action_space
 
 
+class PixelEnv(gym.Env):
+    """A 36 × 36 RGB image (H, W, C), black but for one pixel, lit (255) or dark at random. Action 1 pays 1 when it is
+    lit, action 0 when it is dark, and the episode ends: a policy that reads the pixel scores 1, one that does not 0.5
+    on average."""
+
+    observation_space = gym.spaces.Box(0, 255, (36, 36, 3), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def observe(self):
+        self.lit = int(self.np_random.integers(2))
+        self.image = np.zeros((36, 36, 3), np.uint8)
+        self.image[17, 23, 1] = 255 * self.lit
+        return self.image
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observe(), {}
+
+    def step(self, action):
+        reward = float(action == self.lit)
+        return self.observe(), reward, True, False, {}
+
+    def render(self):
+        return self.image
+
+
 gym.register("Counter-v0", entry_point=CounterEnv, max_episode_steps=12)
 gym.register("Constant-v0", entry_point=ConstantEnv, max_episode_steps=7)
 gym.register("NoTimeLimit-v0", entry_point=ConstantEnv)
+gym.register("Pixel-v0", entry_point=PixelEnv)
 gym.register("InfiniteBoxActions-v0", entry_point=SpacesEnv, max_episode_steps=12,
              kwargs={"action_space": gym.spaces.Box(-np.inf, np.inf, (2,))})  # fmt: skip
 
@@ -116,7 +153,9 @@ UNSUPPORTED = {
     "ScalarBoxActions-v0": ({"action_space": gym.spaces.Box(-1.0, 1.0, ())}, "action space Box(-1.0, 1.0, ()"),
     "DictObs-v0": ({"observation_space": gym.spaces.Dict({"x": gym.spaces.Discrete(2)})}, "Dict"),
     "TupleObs-v0": ({"observation_space": gym.spaces.Tuple([gym.spaces.Discrete(2)] * 2)}, "Tuple"),
-    "ImageObs-v0": ({"observation_space": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)}, "(8, 8, 3)"),
+    "SmallImageObs-v0": ({"observation_space": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)}, "36 × 36 or more"),
+    "FloatImageObs-v0": ({"observation_space": gym.spaces.Box(0.0, 1.0, (36, 36, 3))}, "this image is not uint8"),
+    "FlatImageObs-v0": ({"observation_space": gym.spaces.Box(0, 255, (84, 84), np.uint8)}, "for Atari, an ALE/ id"),
 }
 for env_id, (spaces, _) in UNSUPPORTED.items():
     gym.register(env_id, entry_point=SpacesEnv, kwargs=spaces, max_episode_steps=12)

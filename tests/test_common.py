@@ -262,9 +262,10 @@ def train_and_load(script, **overrides):
     return checkpoint, returns, scalars
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+@pytest.mark.parametrize("env_id", ["Pendulum-v1"])
 def test_same_seed_same_run(script, in_tmp, env_id):
-    """The same returns, weights, normaliser statistics and logs from the same seed; other weights from another."""
+    """The same returns, weights, normaliser statistics and logs from the same seed; other weights from another. On
+    Pendulum-v1, where the normaliser is on and the Gaussian samples; benchmarks/fingerprint.py covers CartPole-v1."""
     first, returns_first, logs_first = train_and_load(script, env_id=env_id, seed=3)
     second, returns_second, logs_second = train_and_load(script, env_id=env_id, seed=3)
     other, *_ = train_and_load(script, env_id=env_id, seed=4)
@@ -360,9 +361,10 @@ def test_good_input_is_accepted(script):
     assert script.check_args(script.Args(env_id="Pendulum-v1", gamma=1.0, gae_lambda=0.0)) is None
 
 
+@pytest.mark.parametrize("name", ["pg", "trpo"])  # check_args and the entry point are the same text in all five
 @pytest.mark.parametrize("flags, expected", [(["--env-id", "Blackjack-v1", "--gamma", "1"], "Tuple")])
-def test_cli_error_is_one_line_without_traceback(script, flags, expected):
-    command = [sys.executable, f"{script.__name__}.py", *flags]
+def test_cli_error_is_one_line_without_traceback(name, flags, expected):
+    command = [sys.executable, f"{name}.py", *flags]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

@@ -11,11 +11,11 @@ import pytest
 # script, env, total steps, threshold on the mean of the last 20 episodes. The comments give what the seeds reached
 # here with OMP_NUM_THREADS=1; the untrained policy of seed 1 averages 20.8 on CartPole and −1393.8 on Pendulum.
 CASES = [
-    ("pg", "CartPole-v1", 100_000, 150),  # seed 1: 500.0
+    ("pg", "CartPole-v1", 60_000, 150),  # seed 1: 500.0
     ("npg", "CartPole-v1", 60_000, 300),  # seed 1: 500.0
     ("trpo", "CartPole-v1", 60_000, 300),  # seed 1: 500.0
-    ("ppo_clip", "CartPole-v1", 60_000, 300),  # seed 1: 500.0
-    ("ppo_kl", "CartPole-v1", 60_000, 300),  # seed 1: 470.3
+    ("ppo_clip", "CartPole-v1", 40_000, 300),  # seed 1: 453.6 (500.0 at 60,000)
+    ("ppo_kl", "CartPole-v1", 40_000, 300),  # seed 1: 443.2 (470.3 at 60,000)
     ("pg", "Pendulum-v1", 100_000, -1100),  # seeds 1, 2: −906.5, −942.9, with benchmarks/hyperparams.toml's 1e-2
     ("npg", "Pendulum-v1", 100_000, -700),  # seed 1: −314.8
     ("trpo", "Pendulum-v1", 100_000, -700),  # seed 1: −155.5

@@ -99,7 +99,7 @@ def test_batch_of_one(in_tmp):
     assert read_scalars(only_run())["charts/skipped_updates"][-1] == 0
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+@pytest.mark.parametrize("env_id", ["Pendulum-v1"])  # normalised: the saved statistics must come back
 def test_eval_checkpoint_matches_the_in_memory_evaluation(script, in_tmp, monkeypatch, env_id):
     evaluations = []
     evaluate = script.evaluate
@@ -195,13 +195,21 @@ def test_a_real_sigint_saves_flushes_and_exits_130(in_tmp):
     import signal
 
     command = [sys.executable, "-u", str(ROOT / "pg.py"), "--total-timesteps", "10000000", "--num-steps", "64"]
-    process = subprocess.Popen([*command, "--save-model"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*command, "--save-model"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A pytest -n worker ignores SIGINT, and a child would inherit that: Python makes Ctrl-C a KeyboardInterrupt
+        # only where SIGINT has its default action at startup, as in a shell.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         for line in process.stdout:
             if line.startswith("step"):
                 break
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        _, stderr = process.communicate(timeout=30)
     finally:
         process.kill()
     assert process.returncode == 130, stderr

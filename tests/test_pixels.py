@@ -1,0 +1,130 @@
+"""Image observations: the NatureCNN, uint8 storage, learning from one pixel, checkpoints, video, bad images, Atari."""
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_args
+
+import ppo_clip
+
+
+def test_nature_cnn_reads_either_layout_and_any_leading_dims(script):
+    """The same weights on an (H, W, C) image and on its (C, H, W) transpose give the same output, for a batch and for
+    (T, N) leading dims alike, and the network sees pixels / 255."""
+    torch.manual_seed(0)
+    hwc, chw = script.NatureCNN((36, 40, 3), 5, gain=1.0), script.NatureCNN((3, 36, 40), 5, gain=1.0)
+    assert hwc.channels_last and not chw.channels_last
+    chw.load_state_dict(hwc.state_dict())
+    images = torch.randint(0, 256, (2, 3, 36, 40, 3), dtype=torch.uint8)
+    out = hwc(images)
+    assert out.shape == (2, 3, 5)
+    torch.testing.assert_close(out, chw(images.permute(0, 1, 4, 2, 3)))
+    torch.testing.assert_close(out[1, 2], hwc.net(images[1, 2].permute(2, 0, 1)[None].float() / 255)[0])
+    conv = [m for m in hwc.net if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride) for c in conv] == [(32, (8, 8), (4, 4)), (64, (4, 4), (2, 2)),
+                                                                        (64, (3, 3), (1, 1))]  # fmt: skip
+    assert [m.out_features for m in hwc.net if isinstance(m, torch.nn.Linear)] == [512, 5]
+
+
+def test_actor_and_critic_have_their_own_encoders(script):
+    """θ, the policy's parameters, holds the actor's encoder and none of the critic's."""
+    agent = script.Agent((4, 84, 84), gym.spaces.Discrete(6))
+    policy = {id(p) for p in agent.policy_parameters()}
+    assert {id(p) for p in agent.actor.parameters()} == policy
+    assert not policy & {id(p) for p in agent.critic.parameters()}
+
+
+def watch_rollouts(script, monkeypatch):
+    batches, rollout = [], script.rollout
+    monkeypatch.setattr(script, "rollout", lambda *a, **k: batches.append(rollout(*a, **k)) or batches[-1])
+    return batches
+
+
+def test_images_are_stored_as_uint8_and_not_normalised(script, in_tmp, monkeypatch):
+    batches = watch_rollouts(script, monkeypatch)
+    script.main(tiny_args(script, env_id="Pixel-v0", save_model=True))
+    data = batches[0]
+    assert data.obs.dtype == data.next_obs.dtype == torch.uint8 and data.obs.shape == (64, 2, 36, 36, 3)
+    assert set(data.obs.unique().tolist()) == {0, 255}, "raw pixels, neither scaled nor normalised"
+    (path,) = Path("runs").glob("*/*.model")
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["args"]["norm_obs"] is False
+
+
+# Per script, the budget and overrides that learn Pixel-v0 here, with few critic steps: the pixel tests' time goes here.
+PIXEL_RUNS = {
+    "pg": dict(total_timesteps=4096, num_steps=64, vf_iters=1, num_minibatches=4),
+    "npg": dict(total_timesteps=3072, num_steps=64, target_kl=0.05, vf_iters=1, num_minibatches=4),
+    "trpo": dict(total_timesteps=3072, num_steps=64, target_kl=0.05, vf_iters=1, num_minibatches=4),
+    "ppo_clip": dict(total_timesteps=1024, num_steps=64, update_epochs=4, num_minibatches=4),
+    "ppo_kl": dict(total_timesteps=1024, num_steps=64, update_epochs=4, num_minibatches=4),
+}
+
+
+def test_every_script_learns_to_read_one_pixel(script, in_tmp, monkeypatch):
+    """Pixel-v0 pays 1 for reading one pixel of a 36 × 36 image, 0.5 on average for not reading it. The training
+    episodes start near 0.5, and the deterministic policy ends right on 95 of 100 or more (a constant action: 50)."""
+    evaluations, evaluate = [], script.evaluate
+    monkeypatch.setattr(script, "evaluate", lambda *a: evaluations.append(evaluate(*a)) or evaluations[-1])
+    args = script.Args(env_id="Pixel-v0", seed=1, num_envs=4, save_model=True, eval_episodes=100)
+    returns = script.main(dataclasses.replace(args, **PIXEL_RUNS[script.__name__]))
+    assert np.mean(returns[:100]) < 0.6 and np.mean(evaluations[0]) >= 0.95, (returns[:100], evaluations)
+
+
+def test_image_checkpoint_evaluates_as_in_memory(script, in_tmp, monkeypatch):
+    evaluations, evaluate = [], script.evaluate
+    monkeypatch.setattr(script, "evaluate", lambda *a: evaluations.append(evaluate(*a)) or evaluations[-1])
+    script.main(tiny_args(script, env_id="Pixel-v0", save_model=True, eval_episodes=3))
+    (path,) = Path("runs").glob("*/*.model")
+    assert script.main(script.Args(eval_checkpoint=str(path), eval_episodes=3)) == evaluations[0]
+
+
+def test_capture_video_films_the_image_env(in_tmp, monkeypatch):
+    """The filmed env renders its frames through make_one; RecordVideo (which needs moviepy) is replaced by a
+    recorder of what it would have encoded."""
+    frames = []
+
+    class Recorder(gym.Wrapper):
+        def __init__(self, env, folder):
+            super().__init__(env)
+
+        def step(self, action):
+            out = self.env.step(action)
+            frames.append(self.env.render())
+            return out
+
+    monkeypatch.setattr(gym.wrappers, "RecordVideo", Recorder)
+    ppo_clip.main(tiny_args(ppo_clip, env_id="Pixel-v0", capture_video=True))
+    assert len(frames) >= 128 and all(f.shape == (36, 36, 3) and f.dtype == np.uint8 for f in frames)
+
+
+def test_norm_obs_on_images_is_refused(script):
+    assert "--norm-obs is for flat observations" in script.check_args(script.Args(env_id="Pixel-v0", norm_obs=True))
+
+
+def test_atari_rewards_are_clipped_for_learning_only(script):
+    normalizer = script.Normalizer((4, 84, 84), 2, 0.99, False, False, sign_reward=True)
+    np.testing.assert_array_equal(normalizer.reward(np.array([4.0, -0.5]), np.array([False, False])), [1.0, -1.0])
+
+
+needs_ale = pytest.mark.skipif(not importlib.util.find_spec("ale_py"), reason="pip install ale-py")
+
+
+@needs_ale
+def test_an_atari_game_is_preprocessed_and_trains(in_tmp, monkeypatch):
+    """ALE/Pong-v5 gives stacks of 4 grey 84 × 84 frames, in uint8, cut at 27,000 steps, and a short ppo_clip run
+    trains on them. The env's rewards are the game's (the vector env is not wrapped to clip them): only the Normalizer
+    clips them, for learning. No evaluation: with one, its two 1-episode evaluations of an untrained policy took 232 s."""
+    env = ppo_clip.make_one("ALE/Pong-v5")
+    assert env.observation_space == gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    assert env.spec.max_episode_steps == 27_000
+    env.close()
+    batches = watch_rollouts(ppo_clip, monkeypatch)
+    ppo_clip.main(tiny_args(ppo_clip, env_id="ALE/Pong-v5", total_timesteps=128))
+    assert batches[0].obs.shape == (64, 2, 4, 84, 84) and batches[0].obs.dtype == torch.uint8
+    assert next(Path("runs").iterdir()).name.startswith("ALE-Pong-v5__ppo_clip__1__")
