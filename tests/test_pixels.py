@@ -119,7 +119,7 @@ needs_ale = pytest.mark.skipif(not importlib.util.find_spec("ale_py"), reason="p
 def test_an_atari_game_is_preprocessed_and_trains(in_tmp, monkeypatch):
     """ALE/Pong-v5 gives stacks of 4 grey 84 × 84 frames, in uint8, cut at 27,000 steps, and a short ppo_clip run
     trains on them. The env's rewards are the game's (the vector env is not wrapped to clip them): only the Normalizer
-    clips them, for learning. No evaluation: with one, its two 1-episode evaluations of an untrained policy took 232 s."""
+    clips them, for learning. No evaluation: two 1-episode evaluations of an untrained policy took 232 s here."""
     env = ppo_clip.make_one("ALE/Pong-v5")
     assert env.observation_space == gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
     assert env.spec.max_episode_steps == 27_000
