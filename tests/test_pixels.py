@@ -1,6 +1,7 @@
 """Image observations: the NatureCNN, uint8 storage, learning from one pixel, checkpoints, video, bad images, Atari."""
 
 import dataclasses
+import importlib
 import importlib.util
 from pathlib import Path
 
@@ -45,7 +46,13 @@ def watch_rollouts(script, monkeypatch):
     return batches
 
 
-def test_images_are_stored_as_uint8_and_not_normalised(script, in_tmp, monkeypatch):
+# The plumbing that stores, saves and reloads images is the same text in all five (tests/test_shape.py): two suffice.
+PLUMBING = ["pg", "trpo"]
+
+
+@pytest.mark.parametrize("name", PLUMBING)
+def test_images_are_stored_as_uint8_and_not_normalised(name, in_tmp, monkeypatch):
+    script = importlib.import_module(name)
     batches = watch_rollouts(script, monkeypatch)
     script.main(tiny_args(script, env_id="Pixel-v0", save_model=True))
     data = batches[0]
@@ -76,7 +83,9 @@ def test_every_script_learns_to_read_one_pixel(script, in_tmp, monkeypatch):
     assert np.mean(returns[:100]) < 0.6 and np.mean(evaluations[0]) >= 0.95, (returns[:100], evaluations)
 
 
-def test_image_checkpoint_evaluates_as_in_memory(script, in_tmp, monkeypatch):
+@pytest.mark.parametrize("name", PLUMBING)
+def test_image_checkpoint_evaluates_as_in_memory(name, in_tmp, monkeypatch):
+    script = importlib.import_module(name)
     evaluations, evaluate = [], script.evaluate
     monkeypatch.setattr(script, "evaluate", lambda *a: evaluations.append(evaluate(*a)) or evaluations[-1])
     script.main(tiny_args(script, env_id="Pixel-v0", save_model=True, eval_episodes=3))
