@@ -86,7 +86,9 @@ class Run:
         return self.algo, self.env_id, str(self.seed)
 
     def folder(self, work_dir: Path) -> Path:
-        return work_dir / self.suite / f"{self.env_id}__{self.algo}__{self.seed}"
+        return (
+            work_dir / self.suite / f"{self.env_id.replace('/', '-')}__{self.algo}__{self.seed}"
+        )  # ALE/ ids: one folder
 
     def __str__(self) -> str:
         return f"{self.algo} {self.env_id} seed {self.seed}"

@@ -237,7 +237,8 @@ def main(options: Options) -> list[float]:
 
     torch.set_num_threads(1)
     os.makedirs("runs", exist_ok=True)
-    run_dir = tempfile.mkdtemp(prefix=f"{options.env_id}__{options.peer}__{options.seed}__{int(time.time())}_",
+    env_name = options.env_id.replace("/", "-")  # as our scripts name their run folders
+    run_dir = tempfile.mkdtemp(prefix=f"{env_name}__{options.peer}__{options.seed}__{int(time.time())}_",
                                dir="runs")  # fmt: skip
     envs = make_vec_env(options.env_id, n_envs=settings.get("n_envs", 1), seed=options.seed)  # Monitor inside
     if settings.get("normalize"):

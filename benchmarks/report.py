@@ -174,7 +174,7 @@ def solved_table(runs: dict, suite: str) -> str:
 
 
 def curve_file(suite: str, env_id: str) -> str:
-    return f"{suite}-{env_id}.png"
+    return f"{suite}-{env_id.replace('/', '-')}.png"
 
 
 def render(results_dir: Path, link_prefix: str) -> str:

@@ -444,3 +444,10 @@ def test_slurm_backend_runs_the_smoke_suite(slurm, tmp_path):
     assert len(common.read_csv(commands_csv)) == 4 and len(common.read_csv(eval_csv)) == 4 * 10
     out = runner()
     assert "4 already recorded" in out and "submit" not in out
+
+
+def test_an_ale_id_names_one_folder_and_one_plot():
+    """An ALE/ id's / would make a folder inside a folder: runs and plots name it with a - instead."""
+    run = common.Run("atari", "ppo_clip", "ALE/Pong-v5", 1, 1000)
+    assert run.folder(Path("work")) == Path("work/atari/ALE-Pong-v5__ppo_clip__1")
+    assert report.curve_file("atari", "ALE/Pong-v5") == "atari-ALE-Pong-v5.png"
