@@ -413,9 +413,10 @@ def make_env(env_id: str, num_envs: int, video_folder: str | None = None, time_l
 
 def make_one(env_id: str, **kwargs) -> gym.Env:
     """gym.make(env_id), except for an Atari game (an ALE/ id, from ale-py): it is registered first and preprocessed
-    as usual (Machado et al. 2018): no-op starts, frames skipped 4 at a time, 84 × 84 grey, stacks of 4 frames, and
-    episodes cut at 27,000 steps (108,000 frames). v5's sticky actions stay. Its rewards are clipped for learning by
-    the Normalizer, so that the episode statistics keep the game's score."""
+    as in Mnih et al. 2015 (up to 30 no-op starts, frames skipped 4 at a time, 84 × 84 grey, stacks of 4 frames), with
+    v5's sticky actions (Machado et al. 2018) and episodes cut at 27,000 steps (ALE's own cap of 108,000 frames counts
+    the no-ops, so it may end one a few steps earlier). Its rewards are clipped for learning by the Normalizer, so
+    that the episode statistics keep the game's score."""
     if not env_id.startswith("ALE/"):
         return gym.make(env_id, **kwargs)
     import ale_py  # gymnasium's Atari extra: pip install ale-py
@@ -530,8 +531,9 @@ def evaluate(agent: Agent, normalizer: Normalizer, envs, episodes: int, seed: in
     normalizer.frozen = True
     next_obs = normalizer.obs_tensor(envs.reset(seed=seed)[0], next(agent.parameters()).device)
     spec, ended = envs.unwrapped.envs[0].spec, []  # its time limit is make_env's time_limit if it had none
+    chunk = min(spec.max_episode_steps, EVAL_TIME_LIMIT)  # an episode may span chunks; Atari's limit is 27,000 steps
     while len(ended) < episodes:
-        data = rollout(envs, agent, normalizer, next_obs, spec.max_episode_steps, deterministic=True)
+        data = rollout(envs, agent, normalizer, next_obs, chunk, deterministic=True)
         next_obs, ended = data.last_obs, ended + data.episodes
     for i, (episodic_return, length, truncated) in enumerate(ended[:episodes], 1):
         print(f"eval episode {i}: return {episodic_return:.2f} in {length} steps" + " (truncated)" * truncated)
@@ -602,7 +604,8 @@ def check_args(args: Args) -> str | None:
         env = make_one(args.env_id)
         env.close()
     except ModuleNotFoundError as e:
-        return f"cannot make --env-id {args.env_id}: {first_line(e)} (Atari: pip install ale-py)"
+        atari = " (Atari: pip install ale-py opencv-python-headless)" if args.env_id.startswith("ALE/") else ""
+        return f"cannot make --env-id {args.env_id}: {first_line(e)}{atari}"
     except Exception as e:  # an unknown id, or a missing package: gymnasium's message says which
         return f"cannot make --env-id {args.env_id}: {first_line(e)}"
     obs_space, supported = env.observation_space, "supported: a flat Box, or a uint8 image (C, H, W) or (H, W, C)"
@@ -612,7 +615,8 @@ def check_args(args: Args) -> str | None:
         )
         return f"{args.env_id} has observation space {obs_space}; {supported}{atari}"
     if len(obs_space.shape) == 3:
-        size = sorted(obs_space.shape)[1]  # of height and width, the smaller; the channels are the smallest axis
+        shape = obs_space.shape  # (H, W, C) where the last axis is the shorter end, as NatureCNN reads it
+        size = min(shape[:2] if shape[-1] < shape[0] else shape[1:])
         if obs_space.dtype != np.uint8:
             return f"{args.env_id} has observation space {obs_space}; {supported}, and this image is not uint8"
         if size < 36:

@@ -154,6 +154,7 @@ UNSUPPORTED = {
     "DictObs-v0": ({"observation_space": gym.spaces.Dict({"x": gym.spaces.Discrete(2)})}, "Dict"),
     "TupleObs-v0": ({"observation_space": gym.spaces.Tuple([gym.spaces.Discrete(2)] * 2)}, "Tuple"),
     "SmallImageObs-v0": ({"observation_space": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)}, "36 × 36 or more"),
+    "ThinImageObs-v0": ({"observation_space": gym.spaces.Box(0, 255, (3, 100, 20), np.uint8)}, "36 × 36 or more"),
     "FloatImageObs-v0": ({"observation_space": gym.spaces.Box(0.0, 1.0, (36, 36, 3))}, "this image is not uint8"),
     "FlatImageObs-v0": ({"observation_space": gym.spaces.Box(0, 255, (84, 84), np.uint8)}, "for Atari, an ALE/ id"),
 }

@@ -13,6 +13,8 @@ from conftest import tiny_args
 
 import ppo_clip
 
+ALE = importlib.util.find_spec("ale_py") and importlib.util.find_spec("cv2")
+
 
 def test_nature_cnn_reads_either_layout_and_any_leading_dims(script):
     """The same weights on an (H, W, C) image and on its (C, H, W) transpose give the same output, for a batch and for
@@ -116,12 +118,41 @@ def test_norm_obs_on_images_is_refused(script):
     assert "--norm-obs is for flat observations" in script.check_args(script.Args(env_id="Pixel-v0", norm_obs=True))
 
 
+class BigRewardEnv(gym.Env):
+    """Reward 2.5 at every step, 3 steps an episode: a score that clipping would change."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float64)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1), {}
+
+    def step(self, action):
+        return np.zeros(1), 2.5, False, False, {}
+
+
+gym.register("BigReward-v0", entry_point=BigRewardEnv, max_episode_steps=3)
+
+
 def test_atari_rewards_are_clipped_for_learning_only(script):
-    normalizer = script.Normalizer((4, 84, 84), 2, 0.99, False, False, sign_reward=True)
+    """With sign_reward, the rewards a rollout learns from are signs, and its episodes keep the game's score; build
+    turns sign_reward on for ALE/ ids only."""
+    normalizer = script.Normalizer(1, 2, 0.99, False, False, sign_reward=True)
     np.testing.assert_array_equal(normalizer.reward(np.array([4.0, -0.5]), np.array([False, False])), [1.0, -1.0])
+    envs = script.make_env("BigReward-v0", 2)
+    agent = script.Agent(1, envs.single_action_space)
+    data = script.rollout(envs, agent, normalizer, normalizer.obs_tensor(envs.reset(seed=0)[0], "cpu"), 6)
+    envs.close()
+    assert torch.equal(data.rewards, torch.ones(6, 2)) and [r for r, _, _ in data.episodes] == [7.5] * 4
+    for env_id, clipped in (("Pixel-v0", False), ("BigReward-v0", False)) + ((("ALE/Pong-v5", True),) if ALE else ()):
+        envs = script.make_env(env_id, 1)
+        _, built = script.build(script.Args(env_id=env_id), envs, torch.device("cpu"))
+        envs.close()
+        assert built.sign_reward is clipped, env_id
 
 
-needs_ale = pytest.mark.skipif(not importlib.util.find_spec("ale_py"), reason="pip install ale-py")
+needs_ale = pytest.mark.skipif(not ALE, reason="pip install ale-py opencv-python-headless")
 
 
 @needs_ale
