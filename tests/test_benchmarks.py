@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import tyro
+from conftest import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -252,13 +253,6 @@ def synthetic_results(results_dir: Path) -> None:
     rows += episodes("ppo_clip", "CartPole-v1", 1, [10.0] * 110 + [500.0] * 40)
     rows += episodes("ppo_clip", "Pendulum-v1", 3, [-i for i in range(1, 11)])
     write_results(results_dir, "classic", rows, unfinished=episodes("trpo", "Pendulum-v1", 3, [-1.0]))
-
-
-def unavailable(reason: str):
-    """Skips the test, except in CI (CI=true), where everything README promises must run: there it fails."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true: {reason}")
-    pytest.skip(reason)
 
 
 def needs_matplotlib():

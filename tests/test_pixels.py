@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_args
+from conftest import tiny_args, unavailable
 
 import ppo_clip
 
@@ -152,14 +152,12 @@ def test_atari_rewards_are_clipped_for_learning_only(script):
         assert built.sign_reward is clipped, env_id
 
 
-needs_ale = pytest.mark.skipif(not ALE, reason="pip install ale-py opencv-python-headless")
-
-
-@needs_ale
 def test_an_atari_game_is_preprocessed_and_trains(in_tmp, monkeypatch):
     """ALE/Pong-v5 gives stacks of 4 grey 84 × 84 frames, in uint8, cut at 27,000 steps, and a short ppo_clip run
     trains on them. The env's rewards are the game's (the vector env is not wrapped to clip them): only the Normalizer
     clips them, for learning. No evaluation: two 1-episode evaluations of an untrained policy took 232 s here."""
+    if not ALE:
+        unavailable("Atari needs ale-py and OpenCV: pip install ale-py opencv-python-headless")
     env = ppo_clip.make_one("ALE/Pong-v5")
     assert env.observation_space == gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
     assert env.spec.max_episode_steps == 27_000
