@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_args, unavailable
+from conftest import ConstantEnv, tiny_args, unavailable
 
 import ppo_clip
 
@@ -118,15 +118,8 @@ def test_norm_obs_on_images_is_refused(script):
     assert "--norm-obs is for flat observations" in script.check_args(script.Args(env_id="Pixel-v0", norm_obs=True))
 
 
-class BigRewardEnv(gym.Env):
-    """Reward 2.5 at every step, 3 steps an episode: a score that clipping would change."""
-
-    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float64)
-    action_space = gym.spaces.Discrete(2)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        return np.zeros(1), {}
+class BigRewardEnv(ConstantEnv):
+    """Constant-v0 paying 2.5 a step, 3 steps an episode: a score that clipping would change."""
 
     def step(self, action):
         return np.zeros(1), 2.5, False, False, {}
