@@ -11,21 +11,27 @@ import pytest
 # script, env, total steps, threshold on the mean of the last 20 episodes. The comments give what the seeds reached
 # here with OMP_NUM_THREADS=1; the untrained policy of seed 1 averages 20.8 on CartPole and −1393.8 on Pendulum.
 CASES = [
-    ("pg", "CartPole-v1", 60_000, 150),  # seed 1: 500.0
+    ("pg", "CartPole-v1", 40_000, 150),  # seeds 1, 2: 449.6, 408.6
     ("npg", "CartPole-v1", 60_000, 300),  # seed 1: 500.0
     ("trpo", "CartPole-v1", 60_000, 300),  # seed 1: 500.0
     ("ppo_clip", "CartPole-v1", 40_000, 300),  # seed 1: 453.6 (500.0 at 60,000)
     ("ppo_kl", "CartPole-v1", 40_000, 300),  # seed 1: 443.2 (470.3 at 60,000)
     ("pg", "Pendulum-v1", 100_000, -1100),  # seeds 1, 2: −906.5, −942.9, with benchmarks/hyperparams.toml's 1e-2
-    ("npg", "Pendulum-v1", 100_000, -700),  # seed 1: −314.8
-    ("trpo", "Pendulum-v1", 100_000, -700),  # seed 1: −155.5
-    ("ppo_clip", "Pendulum-v1", 100_000, -700),  # seeds 1, 2: −244.0, −226.0
-    ("ppo_kl", "Pendulum-v1", 100_000, -900),  # seeds 1–5: −595.8, −198.0, −282.7, −185.9, −192.9
+    ("npg", "Pendulum-v1", 60_000, -700),  # seeds 1, 2: −172.0, −165.2
+    ("trpo", "Pendulum-v1", 60_000, -700),  # seeds 1, 2: −179.8, −248.4
+    ("ppo_clip", "Pendulum-v1", 50_000, -900),  # seeds 1, 2: −219.8, −534.9, at a learning rate of 1e-3
+    ("ppo_kl", "Pendulum-v1", 50_000, -900),  # seeds 1, 2: −451.3, −391.1, at 1e-3
 ]
 
-# The benchmarks' own override (benchmarks/hyperparams.toml): pg's one Adam step per batch at the default 5e-3 barely
-# moves on Pendulum-v1 in this budget.
-OVERRIDES = {("pg", "Pendulum-v1"): dict(learning_rate=1e-2)}
+# pg's is the benchmarks' own override (benchmarks/hyperparams.toml): its one Adam step per batch at the default 5e-3
+# barely moves on Pendulum-v1 in this budget. PPO's 1e-3 is rl-zoo's Pendulum-v1 setting, used here to halve the
+# test's time: at the default 3e-4, ppo_clip and ppo_kl need 100,000 steps (seed 1: −244.0 and −595.8); at 50,000
+# they are still near −1000 (−962.0, −1018.4 and −993.6, −1030.6, seeds 1, 2).
+OVERRIDES = {
+    ("pg", "Pendulum-v1"): dict(learning_rate=1e-2),
+    ("ppo_clip", "Pendulum-v1"): dict(learning_rate=1e-3),
+    ("ppo_kl", "Pendulum-v1"): dict(learning_rate=1e-3),
+}
 
 
 @pytest.mark.slow

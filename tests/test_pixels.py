@@ -56,7 +56,7 @@ PLUMBING = ["pg", "trpo"]
 def test_images_are_stored_as_uint8_and_not_normalised(name, in_tmp, monkeypatch):
     script = importlib.import_module(name)
     batches = watch_rollouts(script, monkeypatch)
-    script.main(tiny_args(script, env_id="Pixel-v0", save_model=True))
+    script.main(tiny_args(script, env_id="Pixel-v0", total_timesteps=128, save_model=True))  # one update
     data = batches[0]
     assert data.obs.dtype == data.next_obs.dtype == torch.uint8 and data.obs.shape == (64, 2, 36, 36, 3)
     assert set(data.obs.unique().tolist()) == {0, 255}, "raw pixels, neither scaled nor normalised"
@@ -75,6 +75,7 @@ PIXEL_RUNS = {
 }
 
 
+@pytest.mark.slow  # a learning run: 1,024 to 4,096 steps through the NatureCNN
 def test_every_script_learns_to_read_one_pixel(script, in_tmp, monkeypatch):
     """Pixel-v0 pays 1 for reading one pixel of a 36 × 36 image, 0.5 on average for not reading it. The training
     episodes start near 0.5, and the deterministic policy ends right on 95 of 100 or more (a constant action: 50)."""
@@ -90,7 +91,7 @@ def test_image_checkpoint_evaluates_as_in_memory(name, in_tmp, monkeypatch):
     script = importlib.import_module(name)
     evaluations, evaluate = [], script.evaluate
     monkeypatch.setattr(script, "evaluate", lambda *a: evaluations.append(evaluate(*a)) or evaluations[-1])
-    script.main(tiny_args(script, env_id="Pixel-v0", save_model=True, eval_episodes=3))
+    script.main(tiny_args(script, env_id="Pixel-v0", total_timesteps=128, save_model=True, eval_episodes=3))
     (path,) = Path("runs").glob("*/*.model")
     assert script.main(script.Args(eval_checkpoint=str(path), eval_episodes=3)) == evaluations[0]
 

@@ -68,7 +68,7 @@ def test_clipfrac_is_logged_by_ppo_clip_only(in_tmp):
 
 @pytest.mark.parametrize("adapt", [True, False])
 def test_logged_beta_follows_the_rule(in_tmp, adapt):
-    args = tiny_args(ppo_kl, total_timesteps=8192, num_steps=512, init_beta=0.3, adapt_beta=adapt, target_kl=0.003)
+    args = tiny_args(ppo_kl, total_timesteps=4096, num_steps=256, init_beta=0.3, adapt_beta=adapt, target_kl=0.003)
     ppo_kl.main(args)
     scalars = read_scalars(only_run())
     betas, kls = scalars["charts/beta"], scalars["losses/kl"]

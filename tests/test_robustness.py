@@ -113,8 +113,10 @@ def test_eval_checkpoint_matches_the_in_memory_evaluation(script, in_tmp, monkey
     assert len(set(returns)) > 1, "the episodes should differ"
 
 
-def test_evaluation_ends_without_a_time_limit(script):
-    """NoTimeLimit-v0 never ends by itself: evaluation cuts each episode at 1,000 steps."""
+def test_evaluation_ends_without_a_time_limit():
+    """NoTimeLimit-v0 never ends by itself: evaluation cuts each episode at 1,000 steps. One script: evaluate, rollout,
+    make_env and the Agent are the same text in all five (tests/test_shape.py)."""
+    script = importlib.import_module("pg")
     agent = script.Agent(1, gym.spaces.Discrete(2))
     normalizer = script.Normalizer(1, 1, 0.99, False, False)
     envs = script.make_env("NoTimeLimit-v0", 1, time_limit=script.EVAL_TIME_LIMIT)
