@@ -25,13 +25,12 @@ def script(request):
 
 
 def pytest_collection_modifyitems(items):
-    """The slow tests first, then the Slurm test (which waits on its cluster) and the probes, then the rest: with -n
-    (and --maxschedchunk=1, in pyproject.toml) the longest start first and the workers end together."""
+    """The slow tests first, in file order (the harness's, whose Slurm test waits on its cluster, then the learning
+    runs, the pixel runs and the probes), then the fast ones: with -n (and --maxschedchunk=1, in pyproject.toml) the
+    longest start first and the workers end together."""
 
     def rank(item) -> int:
-        if item.get_closest_marker("slow"):
-            return 0
-        return 1 if "slurm" in item.nodeid or "test_probes" in item.nodeid else 2
+        return 0 if item.get_closest_marker("slow") else 1
 
     items.sort(key=rank)
 

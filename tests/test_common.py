@@ -254,7 +254,8 @@ def test_short_run_writes_tensorboard_keys(script, in_tmp, env_id):
 def train_and_load(script, **overrides):
     """Trains briefly with --save-model in the current folder; returns the checkpoint, the episodic returns and every
     scalar logged but the SPS."""
-    returns = script.main(tiny_args(script, save_model=True, total_timesteps=512, num_steps=128, **overrides))
+    args = tiny_args(script, **{"save_model": True, "total_timesteps": 512, "num_steps": 128, **overrides})
+    returns = script.main(args)
     (path,) = Path("runs").glob("*/*.model")
     checkpoint = torch.load(path, weights_only=True)
     scalars = {key: values for key, values in read_scalars(path.parent).items() if key != "charts/SPS"}
@@ -268,7 +269,7 @@ def test_same_seed_same_run(script, in_tmp, env_id):
     Pendulum-v1, where the normaliser is on and the Gaussian samples; benchmarks/fingerprint.py covers CartPole-v1."""
     first, returns_first, logs_first = train_and_load(script, env_id=env_id, seed=3)
     second, returns_second, logs_second = train_and_load(script, env_id=env_id, seed=3)
-    other, *_ = train_and_load(script, env_id=env_id, seed=4)
+    other, *_ = train_and_load(script, env_id=env_id, seed=4, total_timesteps=256)  # one update is enough to differ
     assert returns_first == returns_second and len(returns_first) > 0
     assert logs_first == logs_second and len(logs_first["losses/kl"]) == 2
     for name, weight in first["agent"].items():

@@ -177,7 +177,7 @@ EXTRA_KEYS = {"charts/cg_residual"}
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_logged_kl_and_extra_keys(script, in_tmp, env_id):
     """npg's KL sits near δ; trpo's is never above it. Both log their diagnostics."""
-    script.main(tiny_args(script, env_id=env_id, total_timesteps=2048, num_envs=2, num_steps=256))
+    script.main(tiny_args(script, env_id=env_id, total_timesteps=1024, num_envs=2, num_steps=128))
     scalars = read_scalars(only_run())
     keys = EXTRA_KEYS | (
         {"charts/line_search_steps", "charts/line_search_accepted"} if script.__name__ == "trpo" else set()
