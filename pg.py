@@ -439,7 +439,7 @@ def evaluate(agent: Agent, normalizer: Normalizer, envs, episodes: int, seed: in
     normalizer.frozen = True
     next_obs = normalizer.obs_tensor(envs.reset(seed=seed)[0], next(agent.parameters()).device)
     spec, ended = envs.unwrapped.envs[0].spec, []  # its time limit is make_env's time_limit if it had none
-    chunk = min(spec.max_episode_steps, 128)  # steps per rollout: an episode may span chunks, and few are stepped past
+    chunk = min(spec.max_episode_steps, 128)  # an episode may span chunks; at most 127 steps run past the last needed
     while len(ended) < episodes:
         data = rollout(envs, agent, normalizer, next_obs, chunk, deterministic=True)
         next_obs, ended = data.last_obs, ended + data.episodes
