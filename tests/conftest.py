@@ -2,6 +2,8 @@
 
 import importlib
 import os
+import runpy
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -49,6 +51,20 @@ def tiny_args(module, **overrides):
     if hasattr(module.Args, "update_epochs"):
         defaults.update(update_epochs=2, num_minibatches=4)
     return module.Args(**{**defaults, **overrides})
+
+
+def command_line(name: str, *argv: str):
+    """`python <name>.py *argv`, run in this process (a subprocess would spend seconds importing torch): the code of
+    the SystemExit it ends with, or None if it returns. Python prints a str code to stderr, as is, and exits with 1."""
+    saved = sys.argv
+    sys.argv = [str(ROOT / f"{name}.py"), *argv]
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as e:
+        return e.code
+    finally:
+        sys.argv = saved
+    return None
 
 
 def only_run() -> Path:

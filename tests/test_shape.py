@@ -18,12 +18,20 @@ DIFF_LIMITS = {("npg", "trpo"): 41, ("ppo_clip", "ppo_kl"): 55, ("pg", "npg"): 1
 def blocks(name: str) -> dict[str, str]:
     """The source text of each top-level function, class and assignment of a script, by name."""
     source = (ROOT / f"{name}.py").read_text()
+    lines = source.encode().splitlines(keepends=True)  # ast's offsets count UTF-8 bytes
+
+    def segment(node: ast.stmt) -> str:  # ast.get_source_segment, which splits the whole file again on every call
+        chunk = lines[node.lineno - 1 : node.end_lineno]
+        chunk[-1] = chunk[-1][: node.end_col_offset]
+        chunk[0] = chunk[0][node.col_offset :]
+        return b"".join(chunk).decode()
+
     found = {}
     for node in ast.parse(source).body:
         if isinstance(node, ast.FunctionDef | ast.ClassDef):
-            found[node.name] = ast.get_source_segment(source, node)
+            found[node.name] = segment(node)
         elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            found[node.targets[0].id] = ast.get_source_segment(source, node)
+            found[node.targets[0].id] = segment(node)
     return found
 
 
