@@ -47,7 +47,8 @@ def unavailable(reason: str):
 def tiny_args(module, **overrides):
     """Args for a run of well under a second; with --save-model, it evaluates a single episode. PPO does 2 epochs of 4
     minibatches: its default 10 × 32 Adam steps per batch took 85 % of a tiny run's time. The critic of pg, npg and
-    trpo does 2 epochs of 4 minibatches too, not 5 of 16: 80 Adam steps per batch took 40 % of a trpo run's time."""
+    trpo does 2 epochs of 4 minibatches too, not 5 of 16: their 80 Adam steps per batch took 29 % of a tiny trpo
+    run (cProfile)."""
     defaults = dict(total_timesteps=256, num_envs=2, num_steps=64, eval_episodes=1)
     if hasattr(module.Args, "update_epochs"):
         defaults.update(update_epochs=2, num_minibatches=4)
