@@ -428,10 +428,11 @@ def test_slurm_backend_runs_the_smoke_suite(slurm, tmp_path):
     assert "2 runs are still queued or running" in out and "submit" not in out
     job = re.search(r"submitted job array (\S+)", submitted).group(1)
     subprocess.run(["scontrol", "release", job], env=slurm, check=True, capture_output=True)
-    for _ in range(60):
-        if "all runs recorded" in runner("--collect"):
+    for _ in range(120):  # squeue is quick; a runner process is not (it imports torch)
+        if not subprocess.run(["squeue", "-h", "-j", job], env=slurm, capture_output=True, text=True).stdout.strip():
             break
-        time.sleep(1)
+        time.sleep(0.5)
+    assert "all runs recorded" in runner("--collect")
     episodes_csv, commands_csv, eval_csv = common.suite_csvs(tmp_path / "results", "smoke")
     keys = {(row["algo"], row["seed"]) for row in common.read_csv(episodes_csv)}
     assert keys == {("pg", "1"), ("pg", "2"), ("ppo_clip", "1"), ("ppo_clip", "2")}
