@@ -1,6 +1,6 @@
 """Each script learns, with fixed seeds and budgets far below its default, and thresholds with a wide margin.
 
-The margins allow for a different torch thread count (which changes floating-point rounding, and so the run) in CI.
+The margins allow for another CPU or torch thread count in CI: either changes floating-point rounding, and so the run.
 benchmarks/results/ holds what the default budgets reach."""
 
 import importlib
@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 # script, env, total steps, threshold on the mean of the last 20 episodes. The comments give what the seeds reached
-# here with OMP_NUM_THREADS=1; the untrained policy of seed 1 averages 20.8 on CartPole and −1393.8 on Pendulum.
+# with OMP_NUM_THREADS=1, marked † where measured on another CPU than the rest (its rounding differs, and so do its
+# runs); the untrained policy of seed 1 averages 20.8 on CartPole and −1393.8 on Pendulum.
 CASES = [
-    ("pg", "CartPole-v1", 40_000, 150),  # seeds 1, 2: 449.6, 408.6
+    ("pg", "CartPole-v1", 30_000, 150),  # seeds 1, 2: 404.7†, 444.8† (449.6, 408.6 at 40,000)
     ("npg", "CartPole-v1", 60_000, 300),  # seed 1: 500.0
-    ("trpo", "CartPole-v1", 60_000, 300),  # seed 1: 500.0
+    ("trpo", "CartPole-v1", 45_000, 300),  # seeds 1, 2: 488.7†, 500.0† (seed 1: 500.0 at 60,000)
     ("ppo_clip", "CartPole-v1", 40_000, 300),  # seed 1: 453.6 (500.0 at 60,000)
     ("ppo_kl", "CartPole-v1", 40_000, 300),  # seed 1: 443.2 (470.3 at 60,000)
     ("pg", "Pendulum-v1", 100_000, -1100),  # seeds 1, 2: −906.5, −942.9, with benchmarks/hyperparams.toml's 1e-2
