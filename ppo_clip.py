@@ -93,36 +93,38 @@ class Args:
     """the Gaussian's initial log σ, the same for every action dimension (Box actions only)"""
 
 
+def linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
+    """A linear layer with orthogonal weights scaled by gain and zero biases (Huang et al. 2022)."""
+    layer = nn.Linear(in_dim, out_dim)
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 def mlp(in_dim: int, out_dim: int, gain: float) -> nn.Sequential:
     """in_dim → 64 → 64 → out_dim with tanh between, initialised orthogonally; gain scales the output layer."""
-    layers = []
-    for n_in, n_out, layer_gain in [(in_dim, 64, np.sqrt(2)), (64, 64, np.sqrt(2)), (64, out_dim, gain)]:
-        layers += [nn.Linear(n_in, n_out), nn.Tanh()]
-        nn.init.orthogonal_(layers[-2].weight, layer_gain)
-        nn.init.zeros_(layers[-2].bias)
-    return nn.Sequential(*layers[:-1])
+    hidden = [linear(in_dim, 64, np.sqrt(2)), nn.Tanh(), linear(64, 64, np.sqrt(2)), nn.Tanh()]
+    return nn.Sequential(*hidden, linear(64, out_dim, gain))
 
 
 class NatureCNN(nn.Module):
-    """A uint8 image of shape (C, H, W), or (H, W, C) where the last axis is the shorter end, to out_dim: the Nature DQN
-    encoder (Mnih et al. 2015), 32 8×8 filters with stride 4, 64 4×4 with stride 2, 64 3×3 with stride 1 and 512 units,
-    ReLU between, on pixels scaled to [0, 1]; then a linear layer whose gain scales its orthogonal init. Any leading
-    dims, as the MLP allows: (T, N, …) as well as (B, …)."""
+    """A uint8 image of shape (C, H, W), or (H, W, C) where the last axis is the shorter end, to 512 features: the
+    Nature DQN encoder (Mnih et al. 2015), 32 8×8 filters with stride 4, 64 4×4 with stride 2, 64 3×3 with stride 1 and
+    512 units, ReLU after each, on pixels scaled to [0, 1], initialised orthogonally. Any leading dims, as the MLP
+    allows: (T, N, …) as well as (B, …)."""
 
-    def __init__(self, shape: tuple[int, ...], out_dim: int, gain: float):
+    def __init__(self, shape: tuple[int, ...]):
         super().__init__()
         self.channels_last = shape[-1] < shape[0]
         channels, height, width = (shape[-1], *shape[:2]) if self.channels_last else shape
         convs = [nn.Conv2d(channels, 32, 8, stride=4), nn.Conv2d(32, 64, 4, stride=2), nn.Conv2d(64, 64, 3, stride=1)]
+        for conv in convs:
+            nn.init.orthogonal_(conv.weight, np.sqrt(2))
+            nn.init.zeros_(conv.bias)
         with torch.no_grad():
             flat = nn.Sequential(*convs)(torch.zeros(1, channels, height, width)).numel()
-        layers = [convs[0], nn.ReLU(), convs[1], nn.ReLU(), convs[2], nn.ReLU(), nn.Flatten(), nn.Linear(flat, 512)]
-        layers += [nn.ReLU(), nn.Linear(512, out_dim)]
-        for layer in layers:
-            if isinstance(layer, nn.Conv2d | nn.Linear):
-                nn.init.orthogonal_(layer.weight, np.sqrt(2) if layer is not layers[-1] else gain)
-                nn.init.zeros_(layer.bias)
-        self.net = nn.Sequential(*layers)
+        layers = [convs[0], nn.ReLU(), convs[1], nn.ReLU(), convs[2], nn.ReLU(), nn.Flatten()]
+        self.net = nn.Sequential(*layers, linear(flat, 512, np.sqrt(2)), nn.ReLU())
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.reshape(-1, *obs.shape[-3:]).float() / 255.0
@@ -131,9 +133,11 @@ class NatureCNN(nn.Module):
 
 
 class Agent(nn.Module):
-    """The actor πθ(a|s) and the critic V(s): two separate tanh MLPs with 64 × 64 hidden units, or on an image two
-    separate NatureCNNs. Separate even there, at the cost of a second encoder: θ is then the actor alone, so the
-    critic's regression never moves π, and npg's and trpo's trust region, and every script's KL, sees all of π's change.
+    """The actor πθ(a|s) and the critic V(s): two separate tanh MLPs with 64 × 64 hidden units, or on an image one
+    NatureCNN encoder with a linear head for each, as in the PPO paper's Atari network (Schulman et al. 2017). There
+    the one loss −L^CLIP + c₁·L^VF − c₂·S trains the encoder for both, and an image goes through one encoder, not two,
+    which halves the cost of an update on pixels. (pg, npg and trpo keep two encoders: their θ is π alone, so that the
+    critic's regression never moves π.)
 
     obs_dim: the size of a flat observation, or the shape of an image."""
 
@@ -141,26 +145,37 @@ class Agent(nn.Module):
         super().__init__()
         self.continuous = isinstance(action_space, gym.spaces.Box)
         act_dim = action_space.shape[0] if self.continuous else action_space.n
-        net = mlp if isinstance(obs_dim, int) else NatureCNN
-        self.critic = net(obs_dim, 1, gain=1.0)
-        self.actor = net(obs_dim, act_dim, gain=0.01)
+        if isinstance(obs_dim, int):
+            self.encoder = nn.Identity()
+            self.critic, self.actor = mlp(obs_dim, 1, gain=1.0), mlp(obs_dim, act_dim, gain=0.01)
+        else:
+            self.encoder = NatureCNN(obs_dim)
+            self.critic, self.actor = linear(512, 1, gain=1.0), linear(512, act_dim, gain=0.01)
         if self.continuous:
             self.actor_logstd = nn.Parameter(torch.full((act_dim,), log_std_init))
 
     def policy_parameters(self) -> list[nn.Parameter]:
-        """θ: the actor's weights and, for a Gaussian, its log σ."""
+        """θ: the actor's weights, the shared encoder's (on images) and, for a Gaussian, its log σ."""
         return [p for name, p in self.named_parameters() if not name.startswith("critic.")]
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(obs).squeeze(-1)
+        return self.critic(self.encoder(obs)).squeeze(-1)
 
     def dist(self, obs: torch.Tensor) -> torch.distributions.Distribution:
-        """πθ(·|s): Categorical(softmax(logits)), or N(μθ(s), diag(σ²)) with a state-independent log σ. Argument
-        validation is off: checking every sample against the support costs a seventh of a rollout."""
+        return self.policy(self.actor(self.encoder(obs)))
+
+    def dist_and_value(self, obs: torch.Tensor) -> tuple[torch.distributions.Distribution, torch.Tensor]:
+        """πθ(·|s) and V(s), with the encoder run once."""
+        features = self.encoder(obs)
+        return self.policy(self.actor(features)), self.critic(features).squeeze(-1)
+
+    def policy(self, out: torch.Tensor) -> torch.distributions.Distribution:
+        """πθ(·|s) from the actor's output: Categorical(softmax(logits)), or N(μθ(s), diag(σ²)) with a state-independent
+        log σ. Argument validation is off: checking every sample against the support costs a seventh of a rollout."""
         if self.continuous:
-            normal = Normal(self.actor(obs), self.actor_logstd.exp(), validate_args=False)
+            normal = Normal(out, self.actor_logstd.exp(), validate_args=False)
             return Independent(normal, 1, validate_args=False)
-        return Categorical(logits=self.actor(obs), validate_args=False)
+        return Categorical(logits=out, validate_args=False)
 
 
 def compute_gae(rewards, values, next_values, dones, gamma: float, gae_lambda: float) -> torch.Tensor:
@@ -218,12 +233,11 @@ def guarded_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_
     return True
 
 
-def shared_metrics(agent: Agent, batch: Batch, new_dist) -> dict:
-    """What every script logs after its update, over the whole batch: the value loss (V(s) − R̂)², the entropy of the
-    new policy new_dist, and the fraction of the returns' variance that V explained before the update (NaN if the
-    returns do not vary)."""
-    with torch.no_grad():
-        value_loss = ((agent.value(batch.obs) - batch.returns) ** 2).mean()
+def shared_metrics(batch: Batch, new_dist, new_values: torch.Tensor) -> dict:
+    """What every script logs after its update, over the whole batch: the value loss (V(s) − R̂)² of the new values,
+    the entropy of the new policy new_dist, and the fraction of the returns' variance that V explained before the
+    update (NaN if the returns do not vary)."""
+    value_loss = ((new_values - batch.returns) ** 2).mean()
     var = batch.returns.var()
     explained_var = 1 - (batch.returns - batch.values).var() / var if var > 0 else math.nan
     entropy = new_dist.entropy().mean()
@@ -238,13 +252,12 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: Batch, args: A
     skipped = 0
     for _ in range(args.update_epochs):
         for mb in torch.randperm(len(batch.obs), device=batch.obs.device).tensor_split(args.num_minibatches):
-            dist = agent.dist(batch.obs[mb])
+            dist, new_values = agent.dist_and_value(batch.obs[mb])
             logratio = dist.log_prob(batch.actions[mb]) - batch.logprobs[mb]
             ratio = logratio.exp()  # r = πθ(a|s)/π_old(a|s)
             mb_advantages = batch.advantages[mb]
             mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
             policy_loss = -clipped_surrogate(ratio, mb_advantages, args.clip_coef).mean()
-            new_values = agent.value(batch.obs[mb])
             value_loss = (new_values - batch.returns[mb]) ** 2
             if args.clip_vloss:
                 clipped = batch.values[mb] + (new_values - batch.values[mb]).clamp(-args.clip_coef, args.clip_coef)
@@ -258,12 +271,12 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: Batch, args: A
         if args.target_kl is not None and approx_kl > args.target_kl:  # after the epoch's last minibatch
             break
     with torch.no_grad():  # the whole batch's Â normalised, as each minibatch's was
-        new_dist = agent.dist(batch.obs)
+        new_dist, new_values = agent.dist_and_value(batch.obs)
         ratio = (new_dist.log_prob(batch.actions) - batch.logprobs).exp()
         advantages = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
         kl = kl_divergence(old_dist, new_dist)  # per state
         policy_loss = -clipped_surrogate(ratio, advantages, args.clip_coef).mean()
-    metrics = {"losses/policy_loss": policy_loss, "losses/kl": kl.mean(), **shared_metrics(agent, batch, new_dist)}
+    metrics = {"losses/policy_loss": policy_loss, "losses/kl": kl.mean(), **shared_metrics(batch, new_dist, new_values)}
     metrics["losses/clipfrac"] = ((ratio - 1).abs() > args.clip_coef).float().mean()
     return {**metrics, "charts/learning_rate": optimizer.param_groups[0]["lr"], "skipped": skipped}
 

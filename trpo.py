@@ -71,6 +71,8 @@ class Args:
     """conjugate-gradient iterations for x ≈ F⁻¹g"""
     cg_damping: float = 0.1
     """λ in (F + λI)·v, which keeps CG well conditioned"""
+    fisher_subsample: int = 1
+    """F is estimated on every k-th state of the batch, so a product F·v costs 1/k (OpenAI Baselines' TRPO: 5)"""
     backtrack_coef: float = 0.8
     """α: the line search tries θ_old + αʲ·s"""
     backtrack_iters: int = 10
@@ -93,36 +95,38 @@ class Args:
     """the Gaussian's initial log σ, the same for every action dimension (Box actions only)"""
 
 
+def linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
+    """A linear layer with orthogonal weights scaled by gain and zero biases (Huang et al. 2022)."""
+    layer = nn.Linear(in_dim, out_dim)
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 def mlp(in_dim: int, out_dim: int, gain: float) -> nn.Sequential:
     """in_dim → 64 → 64 → out_dim with tanh between, initialised orthogonally; gain scales the output layer."""
-    layers = []
-    for n_in, n_out, layer_gain in [(in_dim, 64, np.sqrt(2)), (64, 64, np.sqrt(2)), (64, out_dim, gain)]:
-        layers += [nn.Linear(n_in, n_out), nn.Tanh()]
-        nn.init.orthogonal_(layers[-2].weight, layer_gain)
-        nn.init.zeros_(layers[-2].bias)
-    return nn.Sequential(*layers[:-1])
+    hidden = [linear(in_dim, 64, np.sqrt(2)), nn.Tanh(), linear(64, 64, np.sqrt(2)), nn.Tanh()]
+    return nn.Sequential(*hidden, linear(64, out_dim, gain))
 
 
 class NatureCNN(nn.Module):
-    """A uint8 image of shape (C, H, W), or (H, W, C) where the last axis is the shorter end, to out_dim: the Nature DQN
-    encoder (Mnih et al. 2015), 32 8×8 filters with stride 4, 64 4×4 with stride 2, 64 3×3 with stride 1 and 512 units,
-    ReLU between, on pixels scaled to [0, 1]; then a linear layer whose gain scales its orthogonal init. Any leading
-    dims, as the MLP allows: (T, N, …) as well as (B, …)."""
+    """A uint8 image of shape (C, H, W), or (H, W, C) where the last axis is the shorter end, to 512 features: the
+    Nature DQN encoder (Mnih et al. 2015), 32 8×8 filters with stride 4, 64 4×4 with stride 2, 64 3×3 with stride 1 and
+    512 units, ReLU after each, on pixels scaled to [0, 1], initialised orthogonally. Any leading dims, as the MLP
+    allows: (T, N, …) as well as (B, …)."""
 
-    def __init__(self, shape: tuple[int, ...], out_dim: int, gain: float):
+    def __init__(self, shape: tuple[int, ...]):
         super().__init__()
         self.channels_last = shape[-1] < shape[0]
         channels, height, width = (shape[-1], *shape[:2]) if self.channels_last else shape
         convs = [nn.Conv2d(channels, 32, 8, stride=4), nn.Conv2d(32, 64, 4, stride=2), nn.Conv2d(64, 64, 3, stride=1)]
+        for conv in convs:
+            nn.init.orthogonal_(conv.weight, np.sqrt(2))
+            nn.init.zeros_(conv.bias)
         with torch.no_grad():
             flat = nn.Sequential(*convs)(torch.zeros(1, channels, height, width)).numel()
-        layers = [convs[0], nn.ReLU(), convs[1], nn.ReLU(), convs[2], nn.ReLU(), nn.Flatten(), nn.Linear(flat, 512)]
-        layers += [nn.ReLU(), nn.Linear(512, out_dim)]
-        for layer in layers:
-            if isinstance(layer, nn.Conv2d | nn.Linear):
-                nn.init.orthogonal_(layer.weight, np.sqrt(2) if layer is not layers[-1] else gain)
-                nn.init.zeros_(layer.bias)
-        self.net = nn.Sequential(*layers)
+        layers = [convs[0], nn.ReLU(), convs[1], nn.ReLU(), convs[2], nn.ReLU(), nn.Flatten()]
+        self.net = nn.Sequential(*layers, linear(flat, 512, np.sqrt(2)), nn.ReLU())
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.reshape(-1, *obs.shape[-3:]).float() / 255.0
@@ -132,8 +136,9 @@ class NatureCNN(nn.Module):
 
 class Agent(nn.Module):
     """The actor πθ(a|s) and the critic V(s): two separate tanh MLPs with 64 × 64 hidden units, or on an image two
-    separate NatureCNNs. Separate even there, at the cost of a second encoder: θ is then the actor alone, so the
-    critic's regression never moves π, and npg's and trpo's trust region, and every script's KL, sees all of π's change.
+    separate NatureCNNs with a linear head each. Separate even there, at the cost of a second encoder: θ is then the
+    actor alone, so the critic's regression never moves π, and npg's and trpo's trust region, and every script's KL,
+    sees all of π's change. (The PPO scripts' Agent shares one encoder on images.)
 
     obs_dim: the size of a flat observation, or the shape of an image."""
 
@@ -141,9 +146,11 @@ class Agent(nn.Module):
         super().__init__()
         self.continuous = isinstance(action_space, gym.spaces.Box)
         act_dim = action_space.shape[0] if self.continuous else action_space.n
-        net = mlp if isinstance(obs_dim, int) else NatureCNN
-        self.critic = net(obs_dim, 1, gain=1.0)
-        self.actor = net(obs_dim, act_dim, gain=0.01)
+        if isinstance(obs_dim, int):
+            self.critic, self.actor = mlp(obs_dim, 1, gain=1.0), mlp(obs_dim, act_dim, gain=0.01)
+        else:
+            self.critic = nn.Sequential(NatureCNN(obs_dim), linear(512, 1, gain=1.0))
+            self.actor = nn.Sequential(NatureCNN(obs_dim), linear(512, act_dim, gain=0.01))
         if self.continuous:
             self.actor_logstd = nn.Parameter(torch.full((act_dim,), log_std_init))
 
@@ -155,12 +162,18 @@ class Agent(nn.Module):
         return self.critic(obs).squeeze(-1)
 
     def dist(self, obs: torch.Tensor) -> torch.distributions.Distribution:
-        """πθ(·|s): Categorical(softmax(logits)), or N(μθ(s), diag(σ²)) with a state-independent log σ. Argument
-        validation is off: checking every sample against the support costs a seventh of a rollout."""
+        return self.policy(self.actor(obs))
+
+    def dist_and_value(self, obs: torch.Tensor) -> tuple[torch.distributions.Distribution, torch.Tensor]:
+        return self.dist(obs), self.value(obs)
+
+    def policy(self, out: torch.Tensor) -> torch.distributions.Distribution:
+        """πθ(·|s) from the actor's output: Categorical(softmax(logits)), or N(μθ(s), diag(σ²)) with a state-independent
+        log σ. Argument validation is off: checking every sample against the support costs a seventh of a rollout."""
         if self.continuous:
-            normal = Normal(self.actor(obs), self.actor_logstd.exp(), validate_args=False)
+            normal = Normal(out, self.actor_logstd.exp(), validate_args=False)
             return Independent(normal, 1, validate_args=False)
-        return Categorical(logits=self.actor(obs), validate_args=False)
+        return Categorical(logits=out, validate_args=False)
 
 
 def compute_gae(rewards, values, next_values, dones, gamma: float, gae_lambda: float) -> torch.Tensor:
@@ -279,12 +292,11 @@ def guarded_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_
     return True
 
 
-def shared_metrics(agent: Agent, batch: Batch, new_dist) -> dict:
-    """What every script logs after its update, over the whole batch: the value loss (V(s) − R̂)², the entropy of the
-    new policy new_dist, and the fraction of the returns' variance that V explained before the update (NaN if the
-    returns do not vary)."""
-    with torch.no_grad():
-        value_loss = ((agent.value(batch.obs) - batch.returns) ** 2).mean()
+def shared_metrics(batch: Batch, new_dist, new_values: torch.Tensor) -> dict:
+    """What every script logs after its update, over the whole batch: the value loss (V(s) − R̂)² of the new values,
+    the entropy of the new policy new_dist, and the fraction of the returns' variance that V explained before the
+    update (NaN if the returns do not vary)."""
+    value_loss = ((new_values - batch.returns) ** 2).mean()
     var = batch.returns.var()
     explained_var = 1 - (batch.returns - batch.values).var() / var if var > 0 else math.nan
     entropy = new_dist.entropy().mean()
@@ -298,15 +310,17 @@ def update(agent: Agent, value_optimizer: torch.optim.Optimizer, batch: Batch, a
     advantages = (advantages - advantages.mean()) / (advantages.std().nan_to_num() + 1e-8)
     params = agent.policy_parameters()
     theta_old = nn.utils.parameters_to_vector(params).detach()
-    with torch.no_grad():
-        old_dist = agent.dist(batch.obs)  # π_old, detached: in the KL below only πθ moves
+    fisher_obs = batch.obs[:: args.fisher_subsample]  # F from every k-th state: a noisier F, k times cheaper products
+    with torch.no_grad():  # π_old, detached: in the KLs below only πθ moves
+        old_dist, fisher_old = agent.dist(batch.obs), agent.dist(fisher_obs)
 
     def objective() -> tuple[torch.Tensor, torch.Tensor]:  # L(θ) and Ê[KL(π_old ‖ πθ)], from one forward pass
         dist = agent.dist(batch.obs)
         return surrogate(dist.log_prob(batch.actions), batch.logprobs, advantages), kl_divergence(old_dist, dist).mean()
 
-    surrogate_old, kl = objective()  # the KL is 0 at θ_old, and its Hessian there is F
-    g = flat_grad(surrogate_old, params, retain_graph=True)
+    surrogate_old, _ = objective()
+    g = flat_grad(surrogate_old, params)
+    kl = kl_divergence(fisher_old, agent.dist(fisher_obs)).mean()  # 0 at θ_old, and its Hessian there is F
     grad_kl = flat_grad(kl, params, create_graph=True)  # ∇θ KL, itself differentiable: F·v = ∇θ((∇θ KL)ᵀv)
     fvp = partial(fisher_vector_product, grad_kl, params)
     step, cg_residual = natural_gradient_step(g, fvp, args.target_kl, args.cg_iters, args.cg_damping)
@@ -321,8 +335,8 @@ def update(agent: Agent, value_optimizer: torch.optim.Optimizer, batch: Batch, a
             value_loss = ((agent.value(batch.obs[mb]) - batch.returns[mb]) ** 2).mean()
             skipped += not guarded_step(value_optimizer, value_loss)
     with torch.no_grad():
-        new_dist = agent.dist(batch.obs)
-    metrics = {"losses/policy_loss": -surrogate_new, "losses/kl": kl, **shared_metrics(agent, batch, new_dist)}
+        new_dist, new_values = agent.dist_and_value(batch.obs)
+    metrics = {"losses/policy_loss": -surrogate_new, "losses/kl": kl, **shared_metrics(batch, new_dist, new_values)}
     metrics.update({"charts/cg_residual": cg_residual, "charts/line_search_accepted": accepted})
     return {**metrics, "charts/line_search_steps": tries, "skipped": skipped}
 
@@ -586,8 +600,9 @@ def check_args(args: Args) -> str | None:
     """Why these arguments cannot run, in one line, or None if they can."""
     batch_size = args.num_envs * args.num_steps
     devices = {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    positive = ["total_timesteps", "num_envs", "num_steps", "target_kl", "cg_iters", "cg_damping", "vf_learning_rate"]
-    rules = {name: (getattr(args, name) > 0, "positive") for name in positive + ["vf_iters", "eval_episodes"]}
+    positive = ["total_timesteps", "num_envs", "num_steps", "vf_learning_rate", "vf_iters"]
+    positive += ["target_kl", "cg_iters", "cg_damping", "fisher_subsample"]
+    rules = {name: (getattr(args, name) > 0, "positive") for name in positive + ["eval_episodes"]}
     rules["gamma"] = (0 < args.gamma <= 1, "in (0, 1]")
     rules["gae_lambda"] = (0 <= args.gae_lambda <= 1, "in [0, 1]")
     rules["log_std_init"] = (math.isfinite(args.log_std_init), "finite")

@@ -70,22 +70,22 @@ def policy_at(agent, flat: torch.Tensor, obs: torch.Tensor):
     return Categorical(logits=out)
 
 
-def natural_gradient_ground_truth(agent, batch, delta: float, damping: float):
-    """At the agent's θ_old: F as the explicit Hessian of θ ↦ Ê[KL(π_old ‖ πθ)], g = ∇θ Ê[πθ/π_old · Â] with Â
-    normalised, and the steps s = √(2δ / xᵀFx)·x for x = (F + λI)⁻¹g (the right one) and for two wrong x: g itself,
-    and (F − λI)⁻¹g."""
+def natural_gradient_ground_truth(agent, batch, delta: float, damping: float, every: int = 1):
+    """At the agent's θ_old: F as the explicit Hessian of θ ↦ Ê[KL(π_old ‖ πθ)] over every `every`-th state, g =
+    ∇θ Ê[πθ/π_old · Â] over all of them with Â normalised, and the steps s = √(2δ / xᵀFx)·x for x = (F + λI)⁻¹g (the
+    right one) and for two wrong x: g itself, and (F − λI)⁻¹g. kl is the KL over all states."""
     theta_old = theta(agent)
-    old = frozen_copy(policy_at(agent, theta_old, batch.obs))
     advantages = normalised(batch.advantages)
 
-    def kl(flat):
-        return kl_divergence(old, policy_at(agent, flat, batch.obs)).mean()
+    def kl(flat, every=1):
+        return kl_divergence(frozen_copy(policy_at(agent, theta_old, batch.obs[::every])),
+                             policy_at(agent, flat, batch.obs[::every])).mean()  # fmt: skip
 
     def surrogate(flat):
         logprobs = policy_at(agent, flat, batch.obs).log_prob(batch.actions)
         return (torch.exp(logprobs - batch.logprobs) * advantages).mean()
 
-    F = torch.autograd.functional.hessian(kl, theta_old)
+    F = torch.autograd.functional.hessian(lambda flat: kl(flat, every), theta_old)
     g = torch.autograd.functional.jacobian(surrogate, theta_old)
     eye = torch.eye(len(g), dtype=g.dtype)
 
@@ -138,6 +138,26 @@ def test_natural_step_solves_the_damped_fisher_system(script, continuous):
         assert metrics["charts/line_search_accepted"]
         step = step / args.backtrack_coef ** (metrics["charts/line_search_steps"] - 1)
     assert relative_error(step, steps["right"]) < 1e-3  # CG stops at ‖r‖² < 1e-10: 5e-5 and 1e-5 here
+    if script is npg:
+        assert 0.5 * (step @ F @ step).item() == pytest.approx(args.target_kl, rel=1e-6)
+
+
+@pytest.mark.parametrize("script", [npg, trpo], ids=["npg", "trpo"])
+def test_fisher_subsample_builds_F_from_every_kth_state(script):
+    """With --fisher-subsample 3, F is the Hessian of the KL over states 0, 3, 6, …, and g is still over all of them:
+    the step is the ground truth's for that F, far from the step with F over all the states (npg: ½·sᵀFs = δ there)."""
+    agent, batch = fixed_batch(script, continuous=True, n=30, small_actor=True)
+    args = script.Args(target_kl=0.01, cg_damping=0.1, cg_iters=100, fisher_subsample=3)
+    theta_old = theta(agent)
+    F, steps, _, _ = natural_gradient_ground_truth(agent, batch, args.target_kl, args.cg_damping, every=3)
+    _, full, _, _ = natural_gradient_ground_truth(agent, batch, args.target_kl, args.cg_damping)
+    assert relative_error(full["right"], steps["right"]) > 0.05, "F over every 3rd state must differ on this batch"
+    metrics = call_update(script, agent, batch, args)
+    step = theta(agent) - theta_old
+    if script is trpo:
+        assert metrics["charts/line_search_accepted"]
+        step = step / args.backtrack_coef ** (metrics["charts/line_search_steps"] - 1)
+    assert relative_error(step, steps["right"]) < 1e-3
     if script is npg:
         assert 0.5 * (step @ F @ step).item() == pytest.approx(args.target_kl, rel=1e-6)
 

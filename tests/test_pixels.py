@@ -17,29 +17,41 @@ ALE = importlib.util.find_spec("ale_py") and importlib.util.find_spec("cv2")
 
 
 def test_nature_cnn_reads_either_layout_and_any_leading_dims(script):
-    """The same weights on an (H, W, C) image and on its (C, H, W) transpose give the same output, for a batch and for
-    (T, N) leading dims alike, and the network sees pixels / 255."""
+    """The same weights on an (H, W, C) image and on its (C, H, W) transpose give the same 512 features, for a batch
+    and for (T, N) leading dims alike, and the network sees pixels / 255."""
     torch.manual_seed(0)
-    hwc, chw = script.NatureCNN((36, 40, 3), 5, gain=1.0), script.NatureCNN((3, 36, 40), 5, gain=1.0)
+    hwc, chw = script.NatureCNN((36, 40, 3)), script.NatureCNN((3, 36, 40))
     assert hwc.channels_last and not chw.channels_last
     chw.load_state_dict(hwc.state_dict())
     images = torch.randint(0, 256, (2, 3, 36, 40, 3), dtype=torch.uint8)
     out = hwc(images)
-    assert out.shape == (2, 3, 5)
+    assert out.shape == (2, 3, 512)
     torch.testing.assert_close(out, chw(images.permute(0, 1, 4, 2, 3)))
     torch.testing.assert_close(out[1, 2], hwc.net(images[1, 2].permute(2, 0, 1)[None].float() / 255)[0])
     conv = [m for m in hwc.net if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size, c.stride) for c in conv] == [(32, (8, 8), (4, 4)), (64, (4, 4), (2, 2)),
                                                                         (64, (3, 3), (1, 1))]  # fmt: skip
-    assert [m.out_features for m in hwc.net if isinstance(m, torch.nn.Linear)] == [512, 5]
+    assert [m.out_features for m in hwc.net if isinstance(m, torch.nn.Linear)] == [512]
 
 
-def test_actor_and_critic_have_their_own_encoders(script):
-    """θ, the policy's parameters, holds the actor's encoder and none of the critic's."""
+def test_the_trust_region_scripts_give_actor_and_critic_their_own_encoders(script):
+    """pg, npg and trpo: θ, the policy's parameters, holds the actor's encoder and none of the critic's, so that the
+    critic's regression never moves π. The PPO scripts: one encoder, whose parameters both losses train."""
     agent = script.Agent((4, 84, 84), gym.spaces.Discrete(6))
     policy = {id(p) for p in agent.policy_parameters()}
-    assert {id(p) for p in agent.actor.parameters()} == policy
-    assert not policy & {id(p) for p in agent.critic.parameters()}
+    critic = {id(p) for p in agent.critic.parameters()}
+    cnns = [m for m in agent.modules() if isinstance(m, script.NatureCNN)]
+    if script.__name__ in ("ppo_clip", "ppo_kl"):
+        assert len(cnns) == 1 and {id(p) for p in cnns[0].parameters()} <= policy
+        obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+        dist, value = agent.dist_and_value(obs)
+        torch.testing.assert_close(dist.logits, agent.dist(obs).logits)
+        torch.testing.assert_close(value, agent.value(obs))
+        (value.sum() + dist.logits.sum()).backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in cnns[0].parameters())
+    else:
+        assert len(cnns) == 2
+        assert {id(p) for p in agent.actor.parameters()} == policy and not policy & critic
 
 
 def watch_rollouts(script, monkeypatch):
