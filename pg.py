@@ -184,18 +184,21 @@ class Batch(NamedTuple):
     advantages: torch.Tensor  # (B,) Â, not normalised
     returns: torch.Tensor  # (B,) R̂ = Â + V(s), the critic's targets
     values: torch.Tensor  # (B,) V(s) before the update
+    old_dist: torch.distributions.Distribution  # π_old(·|s) over the B states, for the exact KL
 
 
 def make_batch(agent: Agent, data, gamma: float, gae_lambda: float) -> Batch:
-    """Â and R̂ of a Rollout, flattened. V(s_{t+1}) is 0 after a termination only: after a truncation (a time limit)
-    it is V(final obs)."""
+    """Â and R̂ of a Rollout, flattened, with π_old. V(s_{t+1}) is 0 after a termination only: after a truncation (a
+    time limit) it is V(final obs)."""
+    obs = data.obs.flatten(0, 1)
     with torch.no_grad():
-        values = agent.value(data.obs)
+        old_dist, values = agent.dist_and_value(obs)  # π_old and V(s), from one pass where π and V share an encoder
+        values = values.view_as(data.rewards)
         next_values = agent.value(data.next_obs) * (1.0 - data.terminations)  # V(s_{t+1}), 0 after termination
     advantages = compute_gae(data.rewards, values, next_values, data.dones, gamma, gae_lambda)
     returns = advantages + values
-    flat = (x.flatten(0, 1) for x in (data.obs, data.actions, data.logprobs, advantages, returns, values))
-    return Batch(*flat)
+    flat = (x.flatten(0, 1) for x in (data.actions, data.logprobs, advantages, returns, values))
+    return Batch(obs, *flat, old_dist)
 
 
 def guarded_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float = math.inf) -> bool:
@@ -226,8 +229,6 @@ def update(agent: Agent, policy_optimizer, value_optimizer, batch: Batch, args: 
     Returns the metrics to log, each over the whole batch with the new parameters."""
     advantages = batch.advantages  # normalised; nan_to_num: the std of one sample is NaN, and its Â is then 0
     advantages = (advantages - advantages.mean()) / (advantages.std().nan_to_num() + 1e-8)
-    with torch.no_grad():
-        old_dist = agent.dist(batch.obs)  # π_old, for the exact KL after the update
     policy_loss = -(agent.dist(batch.obs).log_prob(batch.actions) * advantages).mean()  # −Ê[log πθ(a|s) · Â]
     skipped = int(not guarded_step(policy_optimizer, policy_loss))
     for _ in range(args.vf_iters):  # the critic: a few epochs of minibatch Adam on (V(s) − R̂)²
@@ -237,7 +238,7 @@ def update(agent: Agent, policy_optimizer, value_optimizer, batch: Batch, args: 
     with torch.no_grad():
         new_dist, new_values = agent.dist_and_value(batch.obs)
         policy_loss = -(new_dist.log_prob(batch.actions) * advantages).mean()
-    kl = kl_divergence(old_dist, new_dist).mean()
+    kl = kl_divergence(batch.old_dist, new_dist).mean()
     metrics = {"losses/policy_loss": policy_loss, "losses/kl": kl, **shared_metrics(batch, new_dist, new_values)}
     return {**metrics, "charts/learning_rate": policy_optimizer.param_groups[0]["lr"], "skipped": skipped}
 

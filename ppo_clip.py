@@ -202,18 +202,21 @@ class Batch(NamedTuple):
     advantages: torch.Tensor  # (B,) Â, not normalised
     returns: torch.Tensor  # (B,) R̂ = Â + V(s), the critic's targets
     values: torch.Tensor  # (B,) V(s) before the update
+    old_dist: torch.distributions.Distribution  # π_old(·|s) over the B states, for the exact KL
 
 
 def make_batch(agent: Agent, data, gamma: float, gae_lambda: float) -> Batch:
-    """Â and R̂ of a Rollout, flattened. V(s_{t+1}) is 0 after a termination only: after a truncation (a time limit)
-    it is V(final obs)."""
+    """Â and R̂ of a Rollout, flattened, with π_old. V(s_{t+1}) is 0 after a termination only: after a truncation (a
+    time limit) it is V(final obs)."""
+    obs = data.obs.flatten(0, 1)
     with torch.no_grad():
-        values = agent.value(data.obs)
+        old_dist, values = agent.dist_and_value(obs)  # π_old and V(s), from one pass where π and V share an encoder
+        values = values.view_as(data.rewards)
         next_values = agent.value(data.next_obs) * (1.0 - data.terminations)  # V(s_{t+1}), 0 after termination
     advantages = compute_gae(data.rewards, values, next_values, data.dones, gamma, gae_lambda)
     returns = advantages + values
-    flat = (x.flatten(0, 1) for x in (data.obs, data.actions, data.logprobs, advantages, returns, values))
-    return Batch(*flat)
+    flat = (x.flatten(0, 1) for x in (data.actions, data.logprobs, advantages, returns, values))
+    return Batch(obs, *flat, old_dist)
 
 
 def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
@@ -247,8 +250,6 @@ def shared_metrics(batch: Batch, new_dist, new_values: torch.Tensor) -> dict:
 def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: Batch, args: Args) -> dict:
     """K epochs of minibatch Adam on L(θ), the value loss and the entropy bonus, which change the agent in place.
     Returns the metrics to log, each over the whole batch with the new parameters."""
-    with torch.no_grad():
-        old_dist = agent.dist(batch.obs)  # π_old, fixed for the whole update
     skipped = 0
     for _ in range(args.update_epochs):
         for mb in torch.randperm(len(batch.obs), device=batch.obs.device).tensor_split(args.num_minibatches):
@@ -274,7 +275,7 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: Batch, args: A
         new_dist, new_values = agent.dist_and_value(batch.obs)
         ratio = (new_dist.log_prob(batch.actions) - batch.logprobs).exp()
         advantages = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
-        kl = kl_divergence(old_dist, new_dist)  # per state
+        kl = kl_divergence(batch.old_dist, new_dist)  # per state
         policy_loss = -clipped_surrogate(ratio, advantages, args.clip_coef).mean()
     metrics = {"losses/policy_loss": policy_loss, "losses/kl": kl.mean(), **shared_metrics(batch, new_dist, new_values)}
     metrics["losses/clipfrac"] = ((ratio - 1).abs() > args.clip_coef).float().mean()

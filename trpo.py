@@ -200,18 +200,21 @@ class Batch(NamedTuple):
     advantages: torch.Tensor  # (B,) Â, not normalised
     returns: torch.Tensor  # (B,) R̂ = Â + V(s), the critic's targets
     values: torch.Tensor  # (B,) V(s) before the update
+    old_dist: torch.distributions.Distribution  # π_old(·|s) over the B states, for the exact KL
 
 
 def make_batch(agent: Agent, data, gamma: float, gae_lambda: float) -> Batch:
-    """Â and R̂ of a Rollout, flattened. V(s_{t+1}) is 0 after a termination only: after a truncation (a time limit)
-    it is V(final obs)."""
+    """Â and R̂ of a Rollout, flattened, with π_old. V(s_{t+1}) is 0 after a termination only: after a truncation (a
+    time limit) it is V(final obs)."""
+    obs = data.obs.flatten(0, 1)
     with torch.no_grad():
-        values = agent.value(data.obs)
+        old_dist, values = agent.dist_and_value(obs)  # π_old and V(s), from one pass where π and V share an encoder
+        values = values.view_as(data.rewards)
         next_values = agent.value(data.next_obs) * (1.0 - data.terminations)  # V(s_{t+1}), 0 after termination
     advantages = compute_gae(data.rewards, values, next_values, data.dones, gamma, gae_lambda)
     returns = advantages + values
-    flat = (x.flatten(0, 1) for x in (data.obs, data.actions, data.logprobs, advantages, returns, values))
-    return Batch(*flat)
+    flat = (x.flatten(0, 1) for x in (data.actions, data.logprobs, advantages, returns, values))
+    return Batch(obs, *flat, old_dist)
 
 
 def flat_grad(y: torch.Tensor, params: list[nn.Parameter], **kwargs) -> torch.Tensor:
@@ -312,11 +315,12 @@ def update(agent: Agent, value_optimizer: torch.optim.Optimizer, batch: Batch, a
     theta_old = nn.utils.parameters_to_vector(params).detach()
     fisher_obs = batch.obs[:: args.fisher_subsample]  # F from every k-th state: a noisier F, k times cheaper products
     with torch.no_grad():  # π_old, detached: in the KLs below only πθ moves
-        old_dist, fisher_old = agent.dist(batch.obs), agent.dist(fisher_obs)
+        fisher_old = agent.dist(fisher_obs)
 
     def objective() -> tuple[torch.Tensor, torch.Tensor]:  # L(θ) and Ê[KL(π_old ‖ πθ)], from one forward pass
         dist = agent.dist(batch.obs)
-        return surrogate(dist.log_prob(batch.actions), batch.logprobs, advantages), kl_divergence(old_dist, dist).mean()
+        kl = kl_divergence(batch.old_dist, dist).mean()
+        return surrogate(dist.log_prob(batch.actions), batch.logprobs, advantages), kl
 
     surrogate_old, _ = objective()
     g = flat_grad(surrogate_old, params)

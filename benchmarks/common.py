@@ -10,6 +10,7 @@ scratch.
 
 import csv
 import dataclasses
+import fnmatch
 import importlib
 import json
 import os
@@ -50,8 +51,9 @@ EVAL_COLUMNS = ("algo", "env_id", "seed", "episode", "episodic_return", "episodi
 # What our scripts' `evaluate` and peers.py print for each episode of the evaluation.
 EVAL_LINE = re.compile(r"^eval episode (\d+): return (\S+) in (\d+) steps(?: \(truncated\))?$", re.MULTILINE)
 SPEED_COLUMNS = ("name", "env_id", "steps", "sps", "raw_sps_before", "raw_sps_after", "peak_mib", "cpu")
-# The speed table's comparisons with other libraries: (our script, their row's name).
+# The speed table's comparisons with other libraries: (our script, their row's name). On an Atari game, SB3 PPO only.
 SPEED_PAIRS = (("ppo_clip", "SB3 PPO"), ("trpo", "sb3-contrib TRPO"))
+PIXEL_SPEED_PAIRS = (("ppo_clip", "SB3 PPO"),)
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,20 @@ class Suite:
     """our scripts; their peers (peers.py) run on the envs they have settings for, when asked"""
     in_report: bool = True
     """whether report.py (and so README) shows the suite; the smoke suite checks the harness, it measures nothing"""
+    seeds_of: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    """rows (scripts or peers) that run only some of the seeds, by name"""
 
 
 SUITES = {
     "classic": Suite({"CartPole-v1": 100_000, "Acrobot-v1": 200_000, "Pendulum-v1": 200_000}),
     "mujoco": Suite({"Hopper-v5": 1_000_000, "HalfCheetah-v5": 1_000_000}),
     "smoke": Suite({"CartPole-v1": 2048}, seeds=(1, 2), scripts=("pg", "ppo_clip"), in_report=False),
+    # 250,000 agent steps are 1M frames (frame skip 4); ppo_clip, trpo and SB3 PPO at 3 seeds, the others at one.
+    "atari": Suite(
+        {"ALE/Seaquest-v5": 250_000, "ALE/Breakout-v5": 250_000},
+        seeds=(1, 2, 3),
+        seeds_of={"pg": (1,), "npg": (1,), "ppo_kl": (1,)},
+    ),
 }
 
 
@@ -127,7 +137,7 @@ def suite_runs(name: str, scripts=(), envs=(), seeds=(), peers: bool = False) ->
         if algo in chosen
         for env_id, total in suite.envs.items()
         if (not envs or env_id in envs) and (algo in SCRIPTS or env_id in PEERS[algo].settings)
-        for seed in suite.seeds
+        for seed in suite.seeds_of.get(algo, suite.seeds)
         if not seeds or seed in seeds
     ]
 
@@ -140,7 +150,8 @@ def load_script(name: str):
 
 
 def load_hyperparams(path: Path = HYPERPARAMS) -> dict[str, dict[str, dict]]:
-    """hyperparams.toml as {script: {env_id: {Args field: value}}}, with keys written with - or _ read as fields.
+    """hyperparams.toml as {script: {env_id: {Args field: value}}}, with keys written with - or _ read as fields. An
+    env_id may be a pattern of fnmatch's ("ALE/*"), whose flags apply to every env it matches, under the env's own.
 
     The harness owns env_id, seed and total_timesteps, and save_model and eval_episodes (every run ends with the same
     evaluation), so the file may not set them."""
@@ -169,8 +180,16 @@ def run_args(run: Run, hyperparams: dict):
         return PeerOptions(
             run.algo, **fields, eval_episodes=EVAL_EPISODES, settings=settings_json(run.algo, run.env_id)
         )
-    overrides = hyperparams.get(run.algo, {}).get(run.env_id, {})
+    overrides = overrides_for(hyperparams, run.algo, run.env_id)
     return load_script(run.algo).Args(**{**overrides, **fields, **HARNESS_FLAGS})
+
+
+def overrides_for(hyperparams: dict, algo: str, env_id: str) -> dict:
+    """hyperparams.toml's flags for (algo, env_id): those of the patterns that match env_id ("ALE/*"), then the env's
+    own table over them."""
+    tables = hyperparams.get(algo, {})
+    patterns = [flags for key, flags in tables.items() if key != env_id and fnmatch.fnmatchcase(env_id, key)]
+    return {key: value for flags in [*patterns, tables.get(env_id, {})] for key, value in flags.items()}
 
 
 def command_argv(algo: str, args) -> list[str]:
@@ -326,11 +345,16 @@ def speed_markdown(rows: list[dict]) -> str:
     """The Markdown tables of results/speed.csv: each script against raw stepping of its own vector env, and our
     scripts against SB3 / sb3-contrib at matched settings. speed.py writes them, report.py puts them in README."""
     by_name = {(row["name"], row["env_id"]): row for row in rows}
-    first = rows[0]
+    vectors = next((row for row in rows if not row["env_id"].startswith("ALE/")), None)
+    pixels = next((row for row in rows if row["env_id"].startswith("ALE/")), None)
     lines = [
-        f"Measured by `python benchmarks/speed.py --steps {first['steps']}` on {first['cpu']}, one thread per process "
-        "(OMP_NUM_THREADS=1), tensorboard on. Raw SPS steps the same vector env (the script's num_envs, random "
-        "actions) just before and just after the script; peak memory is the process's maximum resident set size.",
+        "Measured by `python benchmarks/speed.py"
+        + (f" --steps {vectors['steps']}" if vectors else "")
+        + (f" --pixel-steps {pixels['steps']}" if pixels else "")
+        + f"` on {rows[0]['cpu']}, one thread per process (OMP_NUM_THREADS=1), tensorboard on. Raw SPS steps the same "
+        "vector env (the script's num_envs, random actions) just before and just after the script; peak memory is the "
+        "process's maximum resident set size. The flat envs run each script's defaults; an Atari game runs the Atari "
+        "suite's settings (benchmarks/hyperparams.toml), since the defaults are for flat observations.",
         "",
         "| script | env | script SPS | raw SPS before / after | script / raw | peak memory (MiB) |",
         "|---|---|---|---|---|---|",
@@ -342,13 +366,23 @@ def speed_markdown(rows: list[dict]) -> str:
                 f"| `{row['name']}` | {row['env_id']} | {sps:,.0f} | {before:,.0f} / {after:,.0f} | "
                 f"{sps / ((before + after) / 2):.3f} | {float(row['peak_mib']):.0f} |"
             )
+    if pixels and ("ppo_clip", pixels["env_id"]) in by_name:
+        clip = float(by_name["ppo_clip", pixels["env_id"]]["sps"])
+        ratios = [f"{name} {float(by_name[name, pixels['env_id']]['sps']) / clip:.2f}×" for name in ("npg", "trpo")
+                  if (name, pixels["env_id"]) in by_name]  # fmt: skip
+        if ratios:
+            lines += [
+                "",
+                f"On {pixels['env_id']}, the trust-region scripts ran at {' and '.join(ratios)} ppo_clip's SPS.",
+            ]
     pairs = [(by_name[ours, their["env_id"]], their) for ours, name in SPEED_PAIRS for their in rows
              if their["name"] == name and (ours, their["env_id"]) in by_name]  # fmt: skip
     if pairs:
         lines += [
             "",
-            "At matched settings (num_envs, batch and minibatch sizes, epochs, 64×64 tanh networks, VecNormalize for "
-            "observations and rewards, the same steps), on CPU:",
+            "At matched settings (num_envs, batch and minibatch sizes, epochs, the same steps; on Hopper-v5 64×64 tanh "
+            "networks and VecNormalize for observations and rewards; on an Atari game the same env, from our "
+            "make_one, and a Nature CNN whose encoder π and V share, SB3's CnnPolicy), on CPU:",
             "",
             "| ours | theirs | env | ours SPS | theirs SPS | ours / theirs | peak memory ours / theirs (MiB) |",
             "|---|---|---|---|---|---|---|",

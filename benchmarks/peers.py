@@ -24,10 +24,14 @@ import importlib
 import inspect
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import tyro
 
@@ -41,6 +45,11 @@ DEFAULTS = {env_id: dict(normalize=True) for env_id in ("Hopper-v5", "HalfCheeta
 ZOO_TRPO_MUJOCO = dict(normalize=True, n_envs=2, batch_size=128, n_steps=1024, gamma=0.99, gae_lambda=0.95,
                        sub_sampling_factor=1, cg_max_steps=25, cg_damping=0.1, n_critic_updates=20,
                        learning_rate=1e-3)  # fmt: skip
+
+# rl-zoo's PPO entry for every Atari game: the PPO paper's settings (4 epochs instead of 3), a CNN whose encoder π and V
+# share (SB3's NatureCNN), 8 envs, frames stacked by 4.
+ZOO_PPO_ATARI = dict(policy="CnnPolicy", n_envs=8, n_steps=128, n_epochs=4, batch_size=256,
+                     learning_rate="lin_2.5e-4", clip_range="lin_0.1", vf_coef=0.5, ent_coef=0.01)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -169,6 +178,8 @@ PEERS = {
                 vf_coef=0.58096,
                 policy_kwargs=ZOO_MUJOCO_POLICY,
             ),
+            # rl-zoo's "atari" entry, on our scripts' Atari env (see make_envs) instead of its AtariWrapper
+            **{env_id: ZOO_PPO_ATARI for env_id in ("ALE/Seaquest-v5", "ALE/Breakout-v5")},
         },
     ),
     "sb3-ppo-defaults": Peer("stable_baselines3.PPO", ("ppo_clip", "ppo_kl"), "Stable-Baselines3's defaults", DEFAULTS),
@@ -197,12 +208,12 @@ def settings_json(peer: str, env_id: str) -> str:
 
 
 def algorithm_kwargs(settings: dict) -> dict:
-    """The algorithm's keyword arguments: the settings without n_envs and normalize, with "lin_x" read as a linear
-    schedule and activation_fn as the torch.nn class it names."""
+    """The algorithm's keyword arguments: the settings without n_envs, normalize and policy, with "lin_x" read as a
+    linear schedule and activation_fn as the torch.nn class it names."""
     import torch
     from stable_baselines3.common.utils import LinearSchedule
 
-    kwargs = {key: value for key, value in settings.items() if key not in ("n_envs", "normalize")}
+    kwargs = {key: value for key, value in settings.items() if key not in ("n_envs", "normalize", "policy")}
     for key, value in kwargs.items():
         if isinstance(value, str) and value.startswith("lin_"):
             kwargs[key] = LinearSchedule(float(value.removeprefix("lin_")), 0.0, 1.0)  # x · progress_remaining
@@ -212,13 +223,28 @@ def algorithm_kwargs(settings: dict) -> dict:
     return kwargs
 
 
+def make_envs(env_id: str, n_envs: int, seed: int, training: bool):
+    """SB3's vector env of env_id, each env in a Monitor, which records the raw return. An Atari game (an ALE/ id) is
+    the env our scripts make (ppo_clip.make_one: v5's sticky actions, whole games, Mnih et al.'s preprocessing with 4
+    frames stacked), so that both play the same game; for training, its rewards are clipped to their sign after the
+    Monitor, as our scripts learn from them while they log the game's score."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    if not env_id.startswith("ALE/"):
+        return make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from ppo_clip import make_one
+
+    sign = dict(wrapper_class=gym.wrappers.TransformReward, wrapper_kwargs=dict(func=np.sign)) if training else {}
+    return make_vec_env(partial(make_one, env_id), n_envs=n_envs, seed=seed, **sign)
+
+
 def main(options: Options) -> list[float]:
     """Trains the peer, saves it, and returns the returns of its deterministic evaluation."""
     import sb3_contrib
     import stable_baselines3
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecNormalize
     from torch.utils.tensorboard import SummaryWriter
@@ -240,11 +266,12 @@ def main(options: Options) -> list[float]:
     env_name = options.env_id.replace("/", "-")  # as our scripts name their run folders
     run_dir = tempfile.mkdtemp(prefix=f"{env_name}__{options.peer}__{options.seed}__{int(time.time())}_",
                                dir="runs")  # fmt: skip
-    envs = make_vec_env(options.env_id, n_envs=settings.get("n_envs", 1), seed=options.seed)  # Monitor inside
+    envs = make_envs(options.env_id, settings.get("n_envs", 1), options.seed, training=True)
     if settings.get("normalize"):
         gamma = settings.get("gamma", inspect.signature(algorithm).parameters["gamma"].default)
         envs = VecNormalize(envs, gamma=gamma)
-    model = algorithm("MlpPolicy", envs, seed=options.seed, device="cpu", **algorithm_kwargs(settings))
+    policy = settings.get("policy", "MlpPolicy")
+    model = algorithm(policy, envs, seed=options.seed, device="cpu", **algorithm_kwargs(settings))
     writer = SummaryWriter(run_dir)
 
     class LogEpisodes(BaseCallback):
@@ -267,7 +294,7 @@ def main(options: Options) -> list[float]:
         envs.close()
     print(f"model saved to {run_dir}/{options.peer}.zip")
 
-    eval_envs = make_vec_env(options.env_id, n_envs=1, seed=options.seed)
+    eval_envs = make_envs(options.env_id, 1, options.seed, training=False)
     if settings.get("normalize"):  # the training statistics, frozen, and the raw reward
         eval_envs = VecNormalize.load(f"{run_dir}/vecnormalize.pkl", eval_envs)
         eval_envs.training, eval_envs.norm_reward = False, False

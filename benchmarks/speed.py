@@ -17,11 +17,13 @@ import resource
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import gymnasium as gym
 import tyro
 from common import (
+    PIXEL_SPEED_PAIRS,
     REPORT,
     RESULTS,
     SCRIPTS,
@@ -30,7 +32,9 @@ from common import (
     command_argv,
     cpu_name,
     launch,
+    load_hyperparams,
     load_script,
+    overrides_for,
     prepare,
     read_scalars,
     speed_markdown,
@@ -41,9 +45,11 @@ from common import (
 @dataclass
 class Options:
     steps: int = 50_000
-    """env steps of each measurement: each script run, each raw stepping, each SB3 run"""
-    envs: tuple[str, ...] = ("CartPole-v1", "Hopper-v5")
-    """the envs to measure the scripts on; the SB3 comparisons run on Hopper-v5 if it is among them"""
+    """env steps of each measurement on a flat env: each script run, each raw stepping, each SB3 run"""
+    pixel_steps: int = 10_000
+    """env steps of each measurement on an Atari game, where a script makes 100 to 300 steps a second here"""
+    envs: tuple[str, ...] = ("CartPole-v1", "Hopper-v5", "ALE/Breakout-v5")
+    """the envs to measure the scripts on; the SB3 comparisons run on Hopper-v5 and an Atari game among them"""
     scripts: tuple[str, ...] = SCRIPTS
     """the scripts to measure"""
     compare: bool = True
@@ -56,8 +62,9 @@ class Options:
 
 def raw_sps(env_id: str, num_envs: int, steps: int) -> float:
     """SPS of random actions in the vector env the scripts build: same-step autoreset, episode statistics."""
+    make_one = load_script("ppo_clip").make_one  # an Atari game preprocessed as the scripts do; else gym.make
     envs = gym.vector.SyncVectorEnv(
-        [lambda: gym.make(env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        [partial(make_one, env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
     )
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     envs.reset(seed=0)
@@ -87,21 +94,25 @@ def script_sps(algo: str, args) -> tuple[float, float]:
 
 def sb3_sps(ours: str, env_id: str, steps: int, args: dict) -> tuple[float, float]:
     """In a fresh process: trains SB3 PPO at ppo_clip's args (ours = "ppo_clip") or sb3-contrib TRPO at trpo's
-    (ours = "trpo") for steps env steps, and returns its SPS and the process's peak memory in MiB."""
+    (ours = "trpo") for steps env steps, and returns its SPS and the process's peak memory in MiB. On an Atari game,
+    SB3 PPO plays our env (peers.make_envs) with its CnnPolicy, whose NatureCNN π and V share, as ppo_clip's do."""
     import torch
+    from peers import make_envs
     from sb3_contrib import TRPO
     from stable_baselines3 import PPO
-    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
     torch.set_num_threads(1)
-    envs = VecNormalize(make_vec_env(env_id, n_envs=args["num_envs"], seed=1), gamma=args["gamma"])
+    pixels = env_id.startswith("ALE/")
+    envs = make_envs(env_id, args["num_envs"], seed=1, training=True)
+    envs = envs if pixels else VecNormalize(envs, gamma=args["gamma"])
+    mlp = dict(policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh))
     common = dict(
         n_steps=args["num_steps"],
         batch_size=args["num_envs"] * args["num_steps"] // args["num_minibatches"],
         gamma=args["gamma"],
         gae_lambda=args["gae_lambda"],
-        policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh),
+        **({} if pixels else mlp),
         device="cpu",
         seed=1,
     )
@@ -109,7 +120,7 @@ def sb3_sps(ours: str, env_id: str, steps: int, args: dict) -> tuple[float, floa
         if ours == "ppo_clip":
             lr = args["learning_rate"]
             model = PPO(
-                "MlpPolicy", envs, tensorboard_log=tensorboard_log, **common,
+                "CnnPolicy" if pixels else "MlpPolicy", envs, tensorboard_log=tensorboard_log, **common,
                 learning_rate=(lambda remaining: remaining * lr) if args["anneal_lr"] else lr,
                 n_epochs=args["update_epochs"], clip_range=args["clip_coef"], ent_coef=args["ent_coef"],
                 vf_coef=args["vf_coef"], max_grad_norm=args["max_grad_norm"], target_kl=args["target_kl"],
@@ -135,26 +146,31 @@ def speed_row(name: str, env_id: str, steps: int, sps: float, peak: float, cpu: 
 
 def main(options: Options) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by every child, the SB3 ones included
-    cpu, rows, measured = cpu_name(), [], {}
+    cpu, rows, measured, hyperparams = cpu_name(), [], {}, load_hyperparams()
     for env_id in options.envs:
+        pixels = env_id.startswith("ALE/")
+        steps = options.pixel_steps if pixels else options.steps
         for algo in options.scripts:
-            args = load_script(algo).Args(env_id=env_id, total_timesteps=options.steps, seed=1, device="cpu")
-            before = raw_sps(env_id, args.num_envs, options.steps)
+            flags = overrides_for(hyperparams, algo, env_id) if pixels else {}  # the Atari suite's settings
+            args = load_script(algo).Args(**flags, env_id=env_id, total_timesteps=steps, seed=1, device="cpu")
+            before = raw_sps(env_id, args.num_envs, steps)
             sps, peak = script_sps(algo, args)
-            after = raw_sps(env_id, args.num_envs, options.steps)
+            after = raw_sps(env_id, args.num_envs, steps)
             measured[algo, env_id] = args
-            rows.append(speed_row(algo, env_id, options.steps, sps, peak, cpu, f"{before:.0f}", f"{after:.0f}"))
+            rows.append(speed_row(algo, env_id, steps, sps, peak, cpu, f"{before:.0f}", f"{after:.0f}"))
             print(f"{algo} {env_id}: {sps:,.0f} SPS; raw {before:,.0f} before, {after:,.0f} after; {peak:.0f} MiB")
     if options.compare:
         spawn = multiprocessing.get_context("spawn")  # a fresh interpreter, so that its peak memory is its own
-        for ours, label in SPEED_PAIRS:
-            if (ours, "Hopper-v5") not in measured:
-                continue
-            with spawn.Pool(1) as pool:
-                args = vars(measured[ours, "Hopper-v5"])
-                sps, peak = pool.apply(sb3_sps, (ours, "Hopper-v5", options.steps, args))
-            rows.append(speed_row(label, "Hopper-v5", options.steps, sps, peak, cpu))
-            print(f"{label} Hopper-v5: {sps:,.0f} SPS; {peak:.0f} MiB")
+        for env_id in options.envs:
+            pixels = env_id.startswith("ALE/")
+            for ours, label in PIXEL_SPEED_PAIRS if pixels else SPEED_PAIRS if env_id == "Hopper-v5" else ():
+                if (ours, env_id) not in measured:
+                    continue
+                steps = options.pixel_steps if pixels else options.steps
+                with spawn.Pool(1) as pool:
+                    sps, peak = pool.apply(sb3_sps, (ours, env_id, steps, vars(measured[ours, env_id])))
+                rows.append(speed_row(label, env_id, steps, sps, peak, cpu))
+                print(f"{label} {env_id}: {sps:,.0f} SPS; {peak:.0f} MiB")
     write_csv(options.results_dir / "speed.csv", SPEED_COLUMNS, rows)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     (options.out_dir / "speed.md").write_text(speed_markdown(rows))

@@ -57,11 +57,35 @@ def test_command_round_trips_through_tyro(algo):
             assert getattr(args, field.name) is None or flag in argv or "--no-" + flag[2:] in argv
 
 
+def test_the_atari_suite_runs_three_seeds_of_ppo_clip_trpo_and_sb3_ppo_and_one_of_the_others():
+    runs = common.suite_runs("atari", peers=True)
+    seeds = {algo: sorted({r.seed for r in runs if r.algo == algo}) for algo in {r.algo for r in runs}}
+    assert seeds == {
+        "ppo_clip": [1, 2, 3],
+        "trpo": [1, 2, 3],
+        "sb3-ppo": [1, 2, 3],
+        "pg": [1],
+        "npg": [1],
+        "ppo_kl": [1],
+    }
+    assert {r.env_id for r in runs} == {"ALE/Seaquest-v5", "ALE/Breakout-v5"}
+
+
+def test_a_pattern_table_applies_to_every_env_it_matches_under_the_env_s_own(tmp_path):
+    path = tmp_path / "hyperparams.toml"
+    path.write_text('[trpo."ALE/*"]\ntarget_kl = 0.001\nvf_iters = 3\n[trpo."ALE/Pong-v5"]\nvf_iters = 1\n')
+    hyperparams = common.load_hyperparams(path)
+    assert common.overrides_for(hyperparams, "trpo", "ALE/Pong-v5") == {"target_kl": 0.001, "vf_iters": 1}
+    assert common.overrides_for(hyperparams, "trpo", "ALE/Breakout-v5") == {"target_kl": 0.001, "vf_iters": 3}
+    assert common.overrides_for(hyperparams, "trpo", "Hopper-v5") == {}
+
+
 def test_every_suite_builds_with_the_committed_hyperparams():
     hyperparams = common.load_hyperparams()
     for suite, spec in common.SUITES.items():
         runs = common.suite_runs(suite)
-        assert len(runs) == len(spec.scripts) * len(spec.envs) * len(spec.seeds)
+        seeds = sum(len(spec.seeds_of.get(algo, spec.seeds)) for algo in spec.scripts)
+        assert len(runs) == seeds * len(spec.envs)
         for r in common.suite_runs(suite, peers=True):
             argv = common.build_command(r, hyperparams)
             assert argv[argv.index("--total-timesteps") + 1] == str(spec.envs[r.env_id])

@@ -46,7 +46,7 @@ def fixed_batch(script, continuous: bool, n: int = 32, seed: int = 0, small_acto
         values = agent.value(obs)
     advantages = torch.randn(n, dtype=torch.float64)
     returns = values + torch.randn(n, dtype=torch.float64)
-    return agent, script.Batch(obs, actions, logprobs, advantages, returns, values)
+    return agent, script.Batch(obs, actions, logprobs, advantages, returns, values, dist)
 
 
 def normalised(advantages: torch.Tensor) -> torch.Tensor:
@@ -367,11 +367,11 @@ def test_one_update_on_a_bandit_batch_makes_the_better_arm_likelier(name):
     obs = torch.ones(64, 1, dtype=torch.float64)
     actions = torch.arange(64, dtype=torch.float64) % 2
     with torch.no_grad():
-        logprobs = agent.dist(obs).log_prob(actions)
-        values = agent.value(obs)
+        old_dist, values = agent.dist(obs), agent.value(obs)
+        logprobs = old_dist.log_prob(actions)
         before = agent.dist(obs[:1]).probs[0, 1].item()
     returns = actions.clone()  # the arm's payoff
-    batch = script.Batch(obs, actions, logprobs, returns - values, returns, values)
+    batch = script.Batch(obs, actions, logprobs, returns - values, returns, values, old_dist)
     call_update(script, agent, batch, script.Args(), beta=1.0)
     with torch.no_grad():
         after = agent.dist(obs[:1]).probs[0, 1].item()
