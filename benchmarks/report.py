@@ -5,11 +5,12 @@ with --readme the block of README.md between the report markers, so that README'
     python benchmarks/report.py --readme    # the same, and README.md's block
 
 The numbers are deterministic: the same CSVs give the same text, byte for byte (tests/test_benchmarks.py checks
-README's block against it). Two scores, each a mean ± std (numpy's, ddof 0) over the seeds, (n) the number of seeds:
+README's block against it). Two scores, each a mean ± sample std (ddof 1) over the seeds, (n) the number of seeds:
 the training score is CleanRL's, each seed's mean return over its last 100 episodes; the evaluation score is each
 seed's mean return over the episodes of the deterministic evaluation that ended the run. Each of our scripts is set
 against its peer (PEERS in peers.py); of a peer with two variants on an env, against the one with the higher
-training score.
+training score. Each comparison carries a 95% bootstrap interval over seeds (scipy.stats.bootstrap, each side's seeds
+resampled on their own, a fixed seed, so the text repeats) and a verdict from it: ahead, tied or behind.
 """
 
 from collections import defaultdict
@@ -27,15 +28,20 @@ SOLVED, SOLVED_WINDOW = 475.0, 20  # CartPole-v1 counts as solved once the mean 
 GRID = 50  # learning curves: each seed's returns are averaged in this many equal bins of env steps
 ROWS = (*SCRIPTS, *PEERS)  # the order of the rows of every table and of the curves: ours, then the peers
 
-SCORES = """Each table gives two scores, each a mean ± std over seeds, (n) the number of seeds. **Training**: the mean \
-return of each seed's last 100 training episodes. **Evaluation**: the mean return of each seed's 10 episodes of the \
-deterministic policy (the Gaussian's mean, or the argmax) at the end of the run, normalisation statistics frozen, on a \
-separate env seeded with the run's seed. Each script is set against its peer in `benchmarks/peers.py`: `pg` against \
-`sb3-a2c`, `npg` and `trpo` against `sb3-trpo`, `ppo_clip` and `ppo_kl` against `sb3-ppo`, at rl-zoo's settings; \
-where the peer also ran at its library's defaults (`-defaults`), against the variant with the higher training score, \
-named in the table. *Ours vs peer* is the ratio of the means, ours / peer (1.10×: ours is 10% higher), where both \
-are positive; where either is ≤ 0, as on Acrobot and Pendulum, a ratio reads backwards, so it is the difference \
-ours − peer (+20.0: ours is 20 higher). A score not measured shows as –.
+SCORES = """Each table gives two scores, each a mean ± sample std over seeds, (n) the number of seeds. **Training**: \
+the mean return of each seed's last 100 training episodes. **Evaluation**: the mean return of each seed's 10 episodes \
+of the deterministic policy (the Gaussian's mean, or the argmax) at the end of the run, normalisation statistics \
+frozen, on a separate env seeded with the run's seed. Each script is set against its peer in `benchmarks/peers.py`: \
+`pg` against `sb3-a2c`, `npg` and `trpo` against `sb3-trpo`, `ppo_clip` and `ppo_kl` against `sb3-ppo`, at rl-zoo's \
+settings; where the peer also ran at its library's defaults (`-defaults`), against the variant with the higher \
+training score, named in the table. *Ours vs peer* is the ratio of the means, ours / peer (1.10×: ours is 10% higher), \
+where both are positive; where either is ≤ 0, as on Acrobot and Pendulum, a ratio reads backwards, so it is the \
+difference ours − peer (+20.0: ours is 20 higher). In brackets, its 95% bootstrap interval over seeds (Agarwal et al. \
+2021, "Deep Reinforcement Learning at the Edge of the Statistical Precipice": 10,000 percentile resamples, each side's \
+seeds resampled on their own), and the verdict it gives: **ahead** where the whole interval is above 1× (or 0), \
+**behind** where it is below, **tied** where it holds 1× (or 0); with one seed on a side there is no interval. With 3 \
+to 5 seeds a side the intervals are wide, and a tie says the seeds cannot tell the two apart, not that they are equal. \
+A score not measured shows as –.
 """
 
 ANCHORS = """Published figures at 1M steps, for orientation only: env versions, seeds and metrics differ from ours.
@@ -108,21 +114,87 @@ def scores(results: Results, algo: str, env_id: str) -> tuple[list[float], list[
 
 
 def summary(seeds: list[float]) -> str:
-    return f"{np.mean(seeds):.1f} ± {np.std(seeds):.1f} ({len(seeds)})" if seeds else "–"
+    if len(seeds) < 2:
+        return f"{seeds[0]:.1f} (1)" if seeds else "–"
+    return f"{np.mean(seeds):.1f} ± {np.std(seeds, ddof=1):.1f} ({len(seeds)})"
+
+
+class Comparison(NamedTuple):
+    ratio: bool
+    """whether point and interval are ratios of means (both means positive), else differences"""
+    point: float
+    low: float
+    high: float
+    verdict: str
+    """ahead, tied or behind: where the interval lies against 1 (a ratio) or 0 (a difference); "one seed" where a
+    side has a single seed, and so no interval"""
+
+
+def compare(ours: list[float], peer: list[float]) -> Comparison | None:
+    """Ours against the peer: the ratio of the means where both are positive, else their difference (see SCORES),
+    with its 95% percentile bootstrap interval, each side's seeds resampled on their own, and the verdict."""
+    from scipy.stats import bootstrap
+
+    if not ours or not peer:
+        return None
+    ratio = np.mean(ours) > 0 and np.mean(peer) > 0
+
+    def statistic(a, b, axis=-1):
+        return a.mean(axis) / b.mean(axis) if ratio else a.mean(axis) - b.mean(axis)
+
+    point = statistic(np.array(ours), np.array(peer))
+    if min(len(ours), len(peer)) < 2:  # one seed on a side: no spread to resample, so no interval and no verdict
+        return Comparison(ratio, float(point), np.nan, np.nan, "one seed")
+    samples = tuple(np.array(x, dtype=float) for x in (ours, peer))
+    res = bootstrap(samples, statistic, n_resamples=10_000, method="percentile", rng=np.random.default_rng(0))
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    reference = 1.0 if ratio else 0.0
+    verdict = "ahead" if low > reference else "behind" if high < reference else "tied"
+    return Comparison(ratio, float(point), low, high, verdict)
 
 
 def versus(ours: list[float], peer: list[float]) -> str:
-    """Ours against the peer: the ratio of the means where both are positive, else their difference (see SCORES)."""
-    if not ours or not peer:
+    """The comparison's cell: point [low, high] verdict, e.g. 1.10× [1.02, 1.19] ahead, or +20.0 [−5.1, 41.3] tied."""
+    if not (c := compare(ours, peer)):
         return "–"
-    a, b = np.mean(ours), np.mean(peer)
-    return f"{a / b:.2f}×" if a > 0 and b > 0 else f"{a - b:+.1f}"
+    if np.isnan(c.low):
+        return f"{c.point:.2f}× (one seed)" if c.ratio else f"{c.point:+.1f} (one seed)"
+    if c.ratio:
+        return f"{c.point:.2f}× [{c.low:.2f}, {c.high:.2f}] {c.verdict}"
+    return f"{c.point:+.1f} [{c.low:+.1f}, {c.high:+.1f}] {c.verdict}"
 
 
 def compared_peer(results: Results, algo: str, env_id: str) -> str | None:
     """The variant of the script's peer with the higher mean training score on env_id; None where none has run."""
     variants = [name for name, peer in PEERS.items() if algo in peer.ours and seeds_of(results.runs, name, env_id)]
     return max(variants, key=lambda name: np.mean(scores(results, name, env_id)[0]), default=None)
+
+
+def comparisons(suite: str, results: Results) -> list[tuple[str, str, str, str, Comparison]]:
+    """(env_id, script, peer, metric, comparison) for every script that has a peer on an env of the suite, in table
+    order, for both metrics."""
+    found = []
+    for env_id in ordered(results.runs, suite)[1]:
+        for algo in (algo for algo in SCRIPTS if seeds_of(results.runs, algo, env_id)):
+            if not (peer := compared_peer(results, algo, env_id)):
+                continue
+            for metric, ours, theirs in zip(("training", "evaluation"), scores(results, algo, env_id),
+                                            scores(results, peer, env_id), strict=True):  # fmt: skip
+                if c := compare(ours, theirs):
+                    found.append((env_id, algo, peer, metric, c))
+    return found
+
+
+def verdict_table(suites: dict[str, Results]) -> str:
+    """How many comparisons of each suite and metric came out ahead, tied and behind."""
+    lines = ["| suite | metric | ahead | tied | behind |", "|---|---|---|---|---|"]
+    for suite, results in suites.items():
+        found = comparisons(suite, results)
+        for metric in ("training", "evaluation"):
+            verdicts = [c.verdict for _, _, _, m, c in found if m == metric]
+            counts = " | ".join(str(verdicts.count(v)) for v in ("ahead", "tied", "behind"))
+            lines.append(f"| `{suite}` | {metric} | {counts} |")
+    return "\n".join(lines) + "\n"
 
 
 def env_table(suite: str, results: Results, env_id: str) -> str:
@@ -182,12 +254,18 @@ def render(results_dir: Path, link_prefix: str) -> str:
     matplotlib and gives the same text wherever it runs."""
     suites, parts = load(results_dir), []
     parts.append(SCORES if suites else "No suite has been run yet: `python benchmarks/run.py --suite classic`.\n")
+    if suites:
+        parts.append("The verdicts, counted over every script against its peer, on every env of a suite:\n")
+        parts.append(verdict_table(suites))
     for suite, results in suites.items():
         runs = results.runs
         envs = ordered(runs, suite)[1]
         parts += [env_table(suite, results, env_id) for env_id in envs]
         images = " ".join(f"![{suite}: {env}]({link_prefix}{curve_file(suite, env)})" for env in envs)
         parts.append(f"Learning curves (mean over seeds, band: min to max; dashed: the peers):\n\n{images}\n")
+        if comparisons(suite, results):
+            image = f"![{suite}: ours vs peer]({link_prefix}{suite}-versus-peers.png)"
+            parts.append(f"Each script against its peer, with the 95% intervals of the tables:\n\n{image}\n")
         if "CartPole-v1" in envs:
             parts.append(
                 f"Suite `{suite}`, CartPole-v1: when the mean of the last {SOLVED_WINDOW} episodes first reached "
@@ -247,6 +325,46 @@ def plot(suite: str, runs: dict, out_dir: Path) -> None:
         plt.close(fig)
 
 
+def plot_comparisons(suite: str, results: Results, out_dir: Path) -> None:
+    """One PNG per suite, a panel per env: each script's ratio to its peer (or difference), on both metrics, with its
+    95% bootstrap interval, and the line at which the two are level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    found = comparisons(suite, results)
+    if not found:
+        return
+    envs = list(dict.fromkeys(env_id for env_id, *_ in found))
+    fig, axes = plt.subplots(1, len(envs), figsize=(4.5 * len(envs), 3.2), squeeze=False)
+    for ax, env_id in zip(axes[0], envs, strict=True):
+        rows = [(algo, peer, metric, c) for e, algo, peer, metric, c in found if e == env_id]
+        algos = list(dict.fromkeys(algo for algo, *_ in rows))
+        for algo, _, metric, c in rows:
+            y = algos.index(algo) + (0.15 if metric == "training" else -0.15)
+            color = "tab:blue" if metric == "training" else "tab:orange"
+            ax.errorbar(c.point, y, xerr=[[c.point - c.low], [c.high - c.point]], fmt="o", color=color, capsize=3,
+                        label=metric if algos.index(algo) == 0 else None)  # fmt: skip
+        ratio = rows[0][3].ratio
+        ax.axvline(1.0 if ratio else 0.0, color="grey", lw=1)
+        ax.set_yticks(range(len(algos)), [f"{a} vs {next(p for b, p, *_ in rows if b == a)}" for a in algos])
+        ax.set(title=env_id, xlabel="ours / peer (log scale)" if ratio else "ours − peer")
+        if ratio:  # 2× and 0.5× lie as far from 1× on either side
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.invert_yaxis()  # the tables' order, top to bottom
+        ax.grid(alpha=0.3, axis="x")
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle(f"suite {suite}: each script against its peer, 95% bootstrap intervals over seeds", fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(out_dir / f"{suite}-versus-peers.png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
 def replace_block(readme: str, block: str) -> str:
     """README's text with the part between the report markers replaced by block."""
     head, rest = readme.split(START, 1)
@@ -268,6 +386,7 @@ def main(options: Options) -> None:
     else:
         for suite, results in load(options.results_dir).items():
             plot(suite, results.runs, options.out_dir)
+            plot_comparisons(suite, results, options.out_dir)
     print(f"wrote {options.out_dir}")
     if options.readme:
         text = options.readme_path.read_text()

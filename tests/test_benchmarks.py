@@ -287,9 +287,9 @@ def needs_matplotlib():
 def test_report_is_deterministic_and_computes_cleanrls_score(tmp_path):
     synthetic_results(tmp_path)
     text = report.render(tmp_path, "")
-    assert "| `pg` | 150.0 ± 50.0 (2) | – | – | – | – |" in text  # no evaluation and no peer: –, not a crash
-    assert "| `ppo_clip` | 206.0 ± 0.0 (1) | – |" in text  # 40 episodes of 500, 60 of 10
-    assert "| `ppo_clip` | -5.5 ± 0.0 (1) | – |" in text
+    assert "| `pg` | 150.0 ± 70.7 (2) | – | – | – | – |" in text  # no evaluation and no peer: –, not a crash
+    assert "| `ppo_clip` | 206.0 (1) | – |" in text  # 40 episodes of 500, 60 of 10; one seed: no std
+    assert "| `ppo_clip` | -5.5 (1) | – |" in text
     assert "| `pg` | 0/2 | – | – |" in text and "| `ppo_clip` | 1/1 | 1,290 | 12.9 |" in text
     assert "![classic: Pendulum-v1](classic-Pendulum-v1.png)" in text and "Tianshou" in text
     assert "| `trpo` |" not in text
@@ -313,15 +313,44 @@ def test_report_sets_each_script_against_the_stronger_variant_of_its_peer(tmp_pa
     write_results(tmp_path, "classic", pendulum, evaluation("trpo", "Pendulum-v1", 1, -150.0)
                   + evaluation("sb3-trpo", "Pendulum-v1", 1, -100.0))  # fmt: skip
     text = report.render(tmp_path, "")
-    assert "| `ppo_clip` | 200.0 ± 100.0 (2) | 300.0 ± 100.0 (2) | `sb3-ppo-defaults` | 2.00× | 2.00× |" in text
-    assert "| `ppo_kl` | 50.0 ± 0.0 (1) | – | `sb3-ppo-defaults` | 0.50× | – |" in text
-    assert "| `trpo` | 10.0 ± 0.0 (1) | – | – | – | – |" in text  # sb3-trpo has not run on Hopper-v5
-    assert "| `sb3-ppo` | 80.0 ± 0.0 (1) | 100.0 ± 0.0 (1) |  |  |  |" in text
-    assert "| `sb3-ppo-defaults` | 100.0 ± 0.0 (1) | 150.0 ± 0.0 (1) |  |  |  |" in text
-    assert "| `trpo` | -200.0 ± 0.0 (1) | -150.0 ± 0.0 (1) | `sb3-trpo` | +100.0 | -50.0 |" in text
+    row = "| `ppo_clip` | 200.0 ± 141.4 (2) | 300.0 ± 141.4 (2) | `sb3-ppo-defaults` | 2.00× (one seed) | 2.00× "
+    assert row + "(one seed) |" in text
+    assert "| `ppo_kl` | 50.0 (1) | – | `sb3-ppo-defaults` | 0.50× (one seed) | – |" in text
+    assert "| `trpo` | 10.0 (1) | – | – | – | – |" in text  # sb3-trpo has not run on Hopper-v5
+    assert "| `sb3-ppo` | 80.0 (1) | 100.0 (1) |  |  |  |" in text
+    assert "| `sb3-ppo-defaults` | 100.0 (1) | 150.0 (1) |  |  |  |" in text
+    assert "| `trpo` | -200.0 (1) | -150.0 (1) | `sb3-trpo` | +100.0 (one seed) | -50.0 (one seed) |" in text
     needs_matplotlib()
     report.main(report.Options(results_dir=tmp_path, out_dir=tmp_path / "report"))
     assert (tmp_path / "report" / "mujoco-Hopper-v5.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "ours, peer, expected",
+    [
+        ([110.0, 112.0, 108.0, 111.0, 109.0], [100.0, 101.0, 99.0], "ahead"),  # 1.10×, seeds far apart
+        ([90.0, 92.0, 88.0], [100.0, 101.0, 99.0], "behind"),
+        ([100.0, 300.0, 200.0], [100.0, 300.0, 150.0], "tied"),  # 1.09×, within the seeds' spread
+        ([500.0] * 5, [500.0] * 3, "tied"),  # all equal: the interval is [1, 1]
+        ([-80.0, -82.0, -81.0], [-90.0, -91.0, -89.0], "ahead"),  # negative returns: the difference, +9.0
+        ([-95.0, -96.0, -94.0], [-90.0, -91.0, -89.0], "behind"),
+    ],
+)
+def test_a_comparison_s_verdict_follows_its_bootstrap_interval(ours, peer, expected):
+    """The interval holds the point, it is a ratio where both means are positive and a difference where not, and the
+    verdict says on which side of 1 (or 0) it lies; it repeats exactly (a fixed seed)."""
+    c = report.compare(ours, peer)
+    assert c.verdict == expected and c.low <= c.point <= c.high
+    assert c.ratio == (min(ours + peer) > 0)
+    assert report.compare(ours, peer) == c
+    cell = report.versus(ours, peer)
+    assert cell.endswith(expected) and ("×" in cell) == c.ratio
+
+
+def test_one_seed_on_a_side_gives_no_interval_and_no_verdict():
+    c = report.compare([120.0], [100.0, 101.0])
+    assert c.verdict == "one seed" and c.low != c.low  # NaN
+    assert report.versus([120.0], [100.0, 101.0]) == "1.19× (one seed)"
 
 
 def test_readme_block_is_the_report_of_the_committed_csvs():
