@@ -21,6 +21,7 @@ backtracking line search on s. `diff npg.py trpo.py` shows only the line search.
 
 import contextlib
 import copy
+import dataclasses
 import math
 import os
 import sys
@@ -56,6 +57,10 @@ class Args:
     """a saved model to evaluate instead of training; the env and the agent are rebuilt from its saved arguments"""
     eval_episodes: int = 10
     """episodes of the deterministic policy per evaluation, each cut at the env's time limit (or 1,000 steps)"""
+    save_every: int | None = None
+    """write the checkpoint every this many iterations (and at the end), with what --resume needs; None: never"""
+    resume: str | None = None
+    """a checkpoint written with --save-every: training continues from it, in its run folder, with its arguments"""
 
     env_id: str = "CartPole-v1"
     """the id of the gymnasium environment"""
@@ -354,26 +359,29 @@ def main(args: Args) -> list[float]:
     device = torch.device(auto if args.device == "auto" else args.device)
     if args.eval_checkpoint:
         return evaluate_checkpoint(args, device)
-    os.makedirs("runs", exist_ok=True)  # mkdtemp: a new folder, even for two runs that start in the same second
-    env_name = args.env_id.replace("/", "-")  # ALE/Pong-v5 → ALE-Pong-v5: one folder
-    run_dir = tempfile.mkdtemp(prefix=f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}_", dir="runs")
+    args, checkpoint = resumed_args(args) if args.resume else (args, None)
+    run_dir = os.path.dirname(args.resume) if args.resume else new_run_dir(args)
     torch.manual_seed(args.seed)
     envs = make_env(args.env_id, args.num_envs, f"videos/{os.path.basename(run_dir)}" if args.capture_video else None)
     continuous = isinstance(envs.single_action_space, gym.spaces.Box)
     image = len(envs.single_observation_space.shape) == 3  # scaled to [0, 1] by the NatureCNN, never normalised
     args.norm_obs = continuous and not image if args.norm_obs is None else args.norm_obs
     args.norm_reward = continuous if args.norm_reward is None else args.norm_reward
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "\n\n".join(f"{key}: {value}" for key, value in vars(args).items()))
     agent, normalizer = build(args, envs, device)
     value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
+    optimizers = {"value_optimizer": value_optimizer}  # what --resume restores
+    progress = restore(checkpoint, agent, normalizer, optimizers) if checkpoint else training_state(0, 0, 0, {})
+    writer = SummaryWriter(run_dir, purge_step=progress["global_step"] + 1)  # a resumed run rewrites what followed
+    writer.add_text("hyperparameters", "\n\n".join(f"{key}: {value}" for key, value in vars(args).items()))
 
     batch_size = args.num_envs * args.num_steps
     num_iterations = max(args.total_timesteps // batch_size, 1)
-    next_obs = normalizer.obs_tensor(envs.reset(seed=args.seed)[0], device)
-    global_step, start_time, skipped_updates, episodic_returns = 0, time.time(), 0, []
+    first_obs = envs.reset(seed=args.seed)[0]  # resumed, the run has counted the observations after its checkpoint
+    next_obs = normalizer.obs_tensor(first_obs, device, update=not args.resume)
+    global_step, skipped_updates = progress["global_step"], progress["skipped_updates"]
+    start_time, start_step, episodic_returns = time.time(), global_step, []
     try:
-        for iteration in range(1, num_iterations + 1):
+        for iteration in range(progress["iteration"] + 1, num_iterations + 1):
             data = rollout(envs, agent, normalizer, next_obs, args.num_steps)
             next_obs, global_step = data.last_obs, global_step + batch_size
             for episodic_return, length, _ in data.episodes:
@@ -386,20 +394,24 @@ def main(args: Args) -> list[float]:
             skipped = metrics.pop("skipped")
             skipped_updates += skipped
             elapsed = time.time() - start_time
-            sps = int(global_step / elapsed)
+            sps = int((global_step - start_step) / elapsed)
             for key, value in {**metrics, "charts/skipped_updates": skipped_updates, "charts/SPS": sps}.items():
                 writer.add_scalar(key, value, global_step)
             mean = f"{np.mean(episodic_returns[-20:]):8.1f}" if episodic_returns else "       -"
-            left = f"{elapsed * (num_iterations - iteration) / iteration:.0f} s left"
+            left = f"{elapsed * (num_iterations - iteration) / (iteration - progress['iteration']):.0f} s left"
             warn = f" | {skipped} updates skipped: non-finite loss or gradient" if skipped else ""
             print(f"step {global_step:>9,} | return {mean} | SPS {sps:6,} | {elapsed:5.0f} s, {left}{warn}")
+            if args.save_every and (iteration % args.save_every == 0 or iteration == num_iterations):
+                state = training_state(iteration, global_step, skipped_updates, optimizers)
+                save_checkpoint(agent, normalizer, args, f"{run_dir}/{args.exp_name}.model", state)
     except KeyboardInterrupt:  # Ctrl-C: exit as interrupted, once the model is saved if asked
-        print(f"{args.exp_name}: interrupted at step {global_step:,}", file=sys.stderr)
+        resume = f"; --resume {run_dir}/{args.exp_name}.model continues it" if args.save_every else ""
+        print(f"{args.exp_name}: interrupted at step {global_step:,}{resume}", file=sys.stderr)
         raise SystemExit(130) from None
     finally:  # whatever happens, tensorboard is flushed and the model saved if asked
         envs.close()
         writer.close()
-        if args.save_model:
+        if args.save_model and not args.save_every:  # with --save-every, the last checkpoint is whole: it stays
             save_checkpoint(agent, normalizer, args, f"{run_dir}/{args.exp_name}.model")
     if args.save_model:
         with contextlib.closing(make_env(args.env_id, 1, time_limit=EVAL_TIME_LIMIT)) as eval_envs:
@@ -569,9 +581,11 @@ def build(args: Args, envs, device: torch.device) -> tuple[Agent, Normalizer]:
     return Agent(obs_dim, envs.single_action_space, args.log_std_init).to(device), normalizer
 
 
-def save_checkpoint(agent: Agent, normalizer: Normalizer, args: Args, path: str) -> None:
-    """Only tensors and plain values, written to a temporary file and renamed into place: never half a checkpoint."""
+def save_checkpoint(agent: Agent, normalizer: Normalizer, args: Args, path: str, progress: dict | None = None):
+    """Only tensors and plain values, written to a temporary file and renamed into place: never half a checkpoint.
+    progress: a training_state, which --resume needs."""
     state = {"agent": agent.state_dict(), "normalizer": normalizer.state_dict(), "args": vars(args)}
+    state |= {"progress": progress} if progress else {}
     torch.save({"script": SCRIPT, **state}, f"{path}.tmp")
     os.replace(f"{path}.tmp", path)
     print(f"model saved to {path}")
@@ -601,6 +615,69 @@ def first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {error}".splitlines()[0]
 
 
+def new_run_dir(args: Args) -> str:
+    """A new folder runs/{env}__{exp_name}__{seed}__{unix time}_{suffix}: mkdtemp's suffix keeps apart two runs that
+    start in the same second, and an ALE/ id's / becomes - (ALE/Pong-v5 → ALE-Pong-v5: one folder)."""
+    os.makedirs("runs", exist_ok=True)
+    env_name = args.env_id.replace("/", "-")
+    return tempfile.mkdtemp(prefix=f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}_", dir="runs")
+
+
+# May differ between a run and its --resume: they change where and how it runs, not what it learns.
+RESUME_MAY_CHANGE = ("resume", "save_every", "save_model", "device", "eval_episodes", "capture_video")
+
+
+def resumed_args(args: Args) -> tuple[Args, dict]:
+    """The checkpoint that --resume names and the arguments its run had, but for those in RESUME_MAY_CHANGE that are
+    given here. Any other flag given here that is neither its default nor the saved value stops the script, as does a
+    file that is not a checkpoint of this script written with --save-every; weights_only=True: loading it cannot run
+    code."""
+    try:
+        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=True)
+        if checkpoint.get("script", SCRIPT) != SCRIPT:
+            raise ValueError(f"it was saved by {checkpoint['script']}, not by {SCRIPT}")
+        if "progress" not in checkpoint:
+            raise ValueError("it holds no training state to resume (it was saved without --save-every)")
+        saved = Args(**checkpoint["args"])
+    except Exception as e:  # missing, truncated, foreign, or holding objects that are not plain data
+        raise SystemExit(f"{args.exp_name}: error: --resume {args.resume}: {first_line(e)}") from None
+    default = Args()
+    for name in (name for name in vars(args) if name not in RESUME_MAY_CHANGE):
+        given, kept = getattr(args, name), getattr(saved, name)
+        if given != getattr(default, name) and given != kept:
+            flag = f"--{name.replace('_', '-')}"
+            raise SystemExit(f"{args.exp_name}: error: {flag} {given} contradicts the run to resume, which has {kept}")
+    changed = {name: getattr(args, name) for name in RESUME_MAY_CHANGE if getattr(args, name) != getattr(default, name)}
+    return dataclasses.replace(saved, **changed), checkpoint
+
+
+def training_state(iteration: int, global_step: int, skipped_updates: int, optimizers: dict, **extra) -> dict:
+    """What --resume needs besides the model: where the run is, every optimizer's state (its learning rate among
+    them), the random states of torch and numpy, and the script's own (ppo_kl: β)."""
+    kind, keys, *rest = np.random.get_state()
+    rng = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest]}
+    rng["cuda"] = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    optimizers = {name: optimizer.state_dict() for name, optimizer in optimizers.items()}
+    return dict(iteration=iteration, global_step=global_step, skipped_updates=skipped_updates, **extra,
+                optimizers=optimizers, rng=rng)  # fmt: skip
+
+
+def restore(checkpoint: dict, agent: Agent, normalizer: Normalizer, optimizers: dict) -> dict:
+    """Sets the agent, the normaliser's statistics, the optimizers and the random states to the checkpoint's, in
+    place, and returns its training_state."""
+    progress = checkpoint["progress"]
+    agent.load_state_dict(checkpoint["agent"])
+    normalizer.load_state_dict(checkpoint["normalizer"])
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(progress["optimizers"][name])
+    torch.set_rng_state(progress["rng"]["torch"])
+    if progress["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(progress["rng"]["cuda"])
+    kind, keys, *rest = progress["rng"]["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    return progress
+
+
 def check_args(args: Args) -> str | None:
     """Why these arguments cannot run, in one line, or None if they can."""
     batch_size = args.num_envs * args.num_steps
@@ -618,7 +695,9 @@ def check_args(args: Args) -> str | None:
     for name, (allowed, rule) in rules.items():
         if not allowed:
             return f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}"
-    if args.eval_checkpoint:  # the env is the checkpoint's, checked when it is loaded
+    if args.save_every is not None and args.save_every < 1:
+        return f"--save-every must be positive, got {args.save_every}"
+    if args.eval_checkpoint or args.resume:  # the env is the checkpoint's, checked when it is loaded
         return None
     try:
         env = make_one(args.env_id)
