@@ -250,7 +250,8 @@ def update(agent: Agent, policy_optimizer, value_optimizer, batch: Batch, args: 
 
 
 def main(args: Args) -> list[float]:
-    """Trains, or with --eval-checkpoint evaluates, and returns the episodic returns in the order they ended."""
+    """Trains (with --resume, on from a checkpoint), or with --eval-checkpoint evaluates, and returns the episodic
+    returns in the order they ended."""
     if error := check_args(args):
         raise SystemExit(f"{args.exp_name}: error: {error}")
     auto = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
@@ -270,7 +271,8 @@ def main(args: Args) -> list[float]:
     value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
     optimizers = {"policy_optimizer": policy_optimizer, "value_optimizer": value_optimizer}  # what --resume restores
     progress = restore(checkpoint, agent, normalizer, optimizers) if checkpoint else training_state(0, 0, 0, {})
-    writer = SummaryWriter(run_dir, purge_step=progress["global_step"] + 1)  # a resumed run rewrites what followed
+    purge = progress["global_step"] + 1 if checkpoint else None  # resumed: what followed the checkpoint is rewritten
+    writer = SummaryWriter(run_dir, purge_step=purge)
     writer.add_text("hyperparameters", "\n\n".join(f"{key}: {value}" for key, value in vars(args).items()))
 
     batch_size = args.num_envs * args.num_steps

@@ -44,9 +44,10 @@ HARNESS_FLAGS = dict(save_model=True, eval_episodes=EVAL_EPISODES)
 
 # The per-episode CSV, results/<suite>.csv; its sidecar results/<suite>.commands.csv, one row per finished run; and
 # results/<suite>.eval.csv, one row per episode of the deterministic evaluation that ends each run. wall_seconds counts
-# from the start of the run's process, so it includes start-up.
+# from the start of the run's process, so it includes start-up (a resumed run's, from its first start). resumed_at:
+# the global steps at which a run resumed from its checkpoint after it was killed, ";"-separated; empty if it never did.
 EPISODE_COLUMNS = ("algo", "env_id", "seed", "global_step", "episodic_return", "episodic_length", "wall_seconds")
-COMMAND_COLUMNS = ("algo", "env_id", "seed", "episodes", "wall_seconds", "command")
+COMMAND_COLUMNS = ("algo", "env_id", "seed", "episodes", "wall_seconds", "command", "resumed_at")
 EVAL_COLUMNS = ("algo", "env_id", "seed", "episode", "episodic_return", "episodic_length")
 # What our scripts' `evaluate` and peers.py print for each episode of the evaluation.
 EVAL_LINE = re.compile(r"^eval episode (\d+): return (\S+) in (\d+) steps(?: \(truncated\))?$", re.MULTILINE)
@@ -67,17 +68,21 @@ class Suite:
     """whether report.py (and so README) shows the suite; the smoke suite checks the harness, it measures nothing"""
     seeds_of: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
     """rows (scripts or peers) that run only some of the seeds, by name"""
+    save_every: int | None = None
+    """our scripts' --save-every in the suite's runs: a run killed half-way resumes from its last checkpoint (the peers
+    start again)"""
 
 
 SUITES = {
     "classic": Suite({"CartPole-v1": 100_000, "Acrobot-v1": 200_000, "Pendulum-v1": 200_000}),
     "mujoco": Suite({"Hopper-v5": 1_000_000, "HalfCheetah-v5": 1_000_000}),
-    "smoke": Suite({"CartPole-v1": 2048}, seeds=(1, 2), scripts=("pg", "ppo_clip"), in_report=False),
+    "smoke": Suite({"CartPole-v1": 2048}, seeds=(1, 2), scripts=("pg", "ppo_clip"), in_report=False, save_every=2),
     # 250,000 agent steps are 1M frames (frame skip 4); ppo_clip, trpo and SB3 PPO at 3 seeds, the others at one.
     "atari": Suite(
         {"ALE/Seaquest-v5": 250_000, "ALE/Breakout-v5": 250_000},
         seeds=(1, 2, 3),
         seeds_of={"pg": (1,), "npg": (1,), "ppo_kl": (1,)},
+        save_every=20,  # 20 updates: 20,480 steps of ppo_clip, 10,240 of trpo, a few minutes here
     ),
 }
 
@@ -153,8 +158,8 @@ def load_hyperparams(path: Path = HYPERPARAMS) -> dict[str, dict[str, dict]]:
     """hyperparams.toml as {script: {env_id: {Args field: value}}}, with keys written with - or _ read as fields. An
     env_id may be a pattern of fnmatch's ("ALE/*"), whose flags apply to every env it matches, under the env's own.
 
-    The harness owns env_id, seed and total_timesteps, and save_model and eval_episodes (every run ends with the same
-    evaluation), so the file may not set them."""
+    The harness owns env_id, seed and total_timesteps, save_model and eval_episodes (every run ends with the same
+    evaluation), and save_every and resume (a suite's), so the file may not set them."""
     tables = tomllib.loads(path.read_text()) if path.exists() else {}
     result = {}
     for algo, envs in tables.items():
@@ -166,7 +171,9 @@ def load_hyperparams(path: Path = HYPERPARAMS) -> dict[str, dict[str, dict]]:
             flags = {key.replace("-", "_"): value for key, value in flags.items()}
             if unknown := sorted(set(flags) - names):
                 raise SystemExit(f'{path}: [{algo}."{env_id}"] sets {unknown}, which are not fields of {algo}.Args')
-            if owned := sorted(set(flags) & {"env_id", "seed", "total_timesteps", *HARNESS_FLAGS}):
+            if owned := sorted(
+                set(flags) & {"env_id", "seed", "total_timesteps", "save_every", "resume", *HARNESS_FLAGS}
+            ):
                 raise SystemExit(f'{path}: [{algo}."{env_id}"] sets {owned}, which the harness sets')
             result[algo][env_id] = flags
     return result
@@ -181,7 +188,8 @@ def run_args(run: Run, hyperparams: dict):
             run.algo, **fields, eval_episodes=EVAL_EPISODES, settings=settings_json(run.algo, run.env_id)
         )
     overrides = overrides_for(hyperparams, run.algo, run.env_id)
-    return load_script(run.algo).Args(**{**overrides, **fields, **HARNESS_FLAGS})
+    save_every = {"save_every": SUITES[run.suite].save_every} if SUITES[run.suite].save_every else {}
+    return load_script(run.algo).Args(**{**overrides, **fields, **HARNESS_FLAGS, **save_every})
 
 
 def overrides_for(hyperparams: dict, algo: str, env_id: str) -> dict:
@@ -235,27 +243,62 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def prepare(folder: Path, argv: list[str]) -> None:
-    """An empty run folder with the command to run in it; whatever a killed earlier attempt left there goes."""
+    """A run folder with the command to run in it. Where a killed earlier attempt of the same command left a
+    checkpoint to resume from (--save-every), the folder stays, and resume.json tells launch to add --resume and
+    lists the global steps the run resumed at; otherwise whatever an earlier attempt left goes."""
+    if checkpoint := resumable(folder, argv):
+        steps = [int(step) for step in resumed_at(folder).split(";") if step]
+        steps.append(load_checkpoint(checkpoint)["progress"]["global_step"])
+        write_json(folder / "resume.json", {"checkpoint": str(checkpoint.relative_to(folder)), "resumed_at": steps})
+        return
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     write_json(folder / "command.json", {"argv": argv})
 
 
+def load_checkpoint(path: Path) -> dict:
+    import torch  # only where a run resumes: the runner's process does not need torch otherwise
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def resumable(folder: Path, argv: list[str]) -> Path | None:
+    """The checkpoint with a training state that a killed run of argv (one of our scripts, with --save-every) left in
+    folder, if any. A run that ended, even with an error, starts again from scratch."""
+    if "--save-every" not in argv or (folder / "finished.json").exists() or not (folder / "command.json").exists():
+        return None
+    if json.loads((folder / "command.json").read_text())["argv"] != argv:
+        return None
+    found = sorted(folder.glob(f"runs/*/{Path(argv[1]).stem}.model"))
+    return found[0] if found and "progress" in load_checkpoint(found[0]) else None
+
+
 def launch(folder: Path) -> tuple[subprocess.Popen, float]:
     """Starts the command of folder/command.json in that folder with one thread (runs in parallel must not fight over
-    cores), output to output.txt. Returns the process and its start time."""
+    cores), output to output.txt; with resume.json, with --resume, its output appended. Returns the process and the
+    time the run first started (started.json), so that a resumed run's seconds count from its first start, the time
+    between its attempts included."""
     argv = json.loads((folder / "command.json").read_text())["argv"]
-    start = time.time()
-    with open(folder / "output.txt", "w") as out:
+    resume = json.loads((folder / "resume.json").read_text()) if (folder / "resume.json").exists() else None
+    if not (folder / "started.json").exists():
+        write_json(folder / "started.json", {"start": time.time()})
+    start = json.loads((folder / "started.json").read_text())["start"]
+    with open(folder / "output.txt", "a" if resume else "w") as out:
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / argv[1]), *argv[2:]],
+            [sys.executable, str(ROOT / argv[1]), *argv[2:], *(["--resume", resume["checkpoint"]] if resume else [])],
             cwd=folder,
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
     return process, start
+
+
+def resumed_at(folder: Path) -> str:
+    """The global steps at which the run in folder resumed, as commands.csv's resumed_at: "" if it never did."""
+    resume = folder / "resume.json"
+    return ";".join(map(str, json.loads(resume.read_text())["resumed_at"])) if resume.exists() else ""
 
 
 def finish(folder: Path, returncode: int, start: float) -> None:

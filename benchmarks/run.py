@@ -8,7 +8,9 @@ evaluation that ends each run to benchmarks/results/<suite>.eval.csv.
     nohup python benchmarks/run.py --suite mujoco > mujoco.log 2>&1 &   # detached; `tail -f mujoco.log`
     python benchmarks/run.py --suite mujoco --backend slurm --partition cpu --time 06:00:00
 
-It resumes: a run recorded in results/<suite>.commands.csv is skipped, a run killed half-way is redone from scratch.
+It resumes: a run recorded in results/<suite>.commands.csv is skipped, and a run killed half-way is redone from
+scratch, or, in a suite whose runs save checkpoints (the atari suite's --save-every), resumed from its last checkpoint
+in its own folder (our scripts; a peer starts again); commands.csv's resumed_at gives the steps at which it resumed.
 Each run's command carries every flag, defaults and hyperparams.toml's overrides (a peer: its settings) included, so
 pasting the printed line into a shell repeats the run; each runs in its own folder under benchmarks/work/, with
 OMP_NUM_THREADS=1.
@@ -45,6 +47,7 @@ from common import (
     load_hyperparams,
     prepare,
     read_csv,
+    resumed_at,
     suite_csvs,
     suite_runs,
     write_csv,
@@ -122,7 +125,8 @@ def record(run: Run, folder: Path, results_dir: Path, argv: list[str]) -> str:
     write_csv(episodes_csv, EPISODE_COLUMNS, rows, append=True)
     write_csv(eval_csv, EVAL_COLUMNS, evaluation, append=True)
     algo, env_id, seed = run.key
-    command = dict(algo=algo, env_id=env_id, seed=seed, episodes=len(rows), wall_seconds=f"{seconds:.1f}")
+    command = dict(algo=algo, env_id=env_id, seed=seed, episodes=len(rows), wall_seconds=f"{seconds:.1f}",
+                   resumed_at=resumed_at(folder))  # fmt: skip
     write_csv(commands_csv, COMMAND_COLUMNS, [{**command, "command": shlex.join(argv)}], append=True)
     last, final = mean_return(rows[-100:]), mean_return(evaluation)
     return (f"done {run} in {clock(seconds)}: {len(rows)} episodes, mean of the last 100 {last:.1f}, "
@@ -157,7 +161,8 @@ def run_local(todo: list[Run], commands: dict, options: Options, progress: Progr
                 run = queue.pop(0)
                 folder = run.folder(options.work_dir)
                 prepare(folder, commands[run])
-                print(f"start {run}: {shlex.join(commands[run])}", flush=True)
+                again = f" (resumes at step {resumed_at(folder).split(';')[-1]})" if resumed_at(folder) else ""
+                print(f"start {run}{again}: {shlex.join(commands[run])}", flush=True)
                 running[run] = launch(folder)
             time.sleep(0.2)
             for run, (process, start) in list(running.items()):

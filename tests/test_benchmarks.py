@@ -173,7 +173,7 @@ def check_recorded(options: run.Options, program: str) -> tuple[list[dict], list
 @pytest.mark.slow  # trains: tiny runs of the smoke suite
 def test_runner_records_skips_collects_and_redoes_a_killed_run(tmp_path, capsys):
     """One real smoke run (2,048 steps), then: a rerun skips it; a run finished in its folder but not recorded is
-    collected without running; a run killed half-way (no finished.json) is redone from scratch."""
+    collected without running; a run killed half-way (no finished.json) before any checkpoint is redone from scratch."""
     options = smoke_options(tmp_path, "pg")
     episodes_csv, commands_csv, eval_csv = common.suite_csvs(options.results_dir, "smoke")
     folder = common.suite_runs("smoke", scripts=["pg"], seeds=[1])[0].folder(options.work_dir)
@@ -192,8 +192,10 @@ def test_runner_records_skips_collects_and_redoes_a_killed_run(tmp_path, capsys)
     assert "done pg" in (out := capsys.readouterr().out) and "start" not in out
     assert common.read_csv(episodes_csv) == first and common.read_csv(eval_csv) == evaluation
 
-    commands_csv.unlink()  # and now killed while the run was still going
+    commands_csv.unlink()  # and now killed while the run was still going, before its first checkpoint
     (folder / "finished.json").unlink()
+    for checkpoint in folder.glob("runs/*/pg.model"):
+        checkpoint.unlink()
     (folder / "runs" / "leftover").mkdir()
     assert run.main(options) == 0
     assert "start pg" in capsys.readouterr().out
@@ -202,6 +204,47 @@ def test_runner_records_skips_collects_and_redoes_a_killed_run(tmp_path, capsys)
     strip = [{k: v for k, v in row.items() if k != "wall_seconds"} for row in first]
     assert [{k: v for k, v in row.items() if k != "wall_seconds"} for row in again] == strip  # bit-reproducible seed
     assert common.read_csv(eval_csv) == evaluation
+
+
+@pytest.mark.slow  # trains: a tiny run of the smoke suite, which saves a checkpoint every 2 of its 4 iterations
+def test_runner_resumes_a_killed_run_from_its_checkpoint(tmp_path, capsys, monkeypatch):
+    """A smoke run killed by a SIGINT in its third iteration leaves the checkpoint of its second in its folder: the
+    runner resumes it there (--resume, not from scratch), records each step's episodes once, its evaluation, its
+    original command and the step it resumed at; killed again later, it lists both steps."""
+    import pg
+
+    options = smoke_options(tmp_path, "pg")
+    (smoke_run,) = common.suite_runs("smoke", scripts=["pg"], seeds=[1])
+    folder, argv = smoke_run.folder(options.work_dir), common.build_command(smoke_run, common.load_hyperparams())
+    assert argv[argv.index("--save-every") + 1] == "2"
+    common.prepare(folder, argv)
+    common.write_json(folder / "started.json", {"start": time.time()})  # as launch does, for the first attempt
+    calls, update = [], pg.update
+
+    def interrupted(*args, **kwargs):  # a real SIGINT as the third update starts, as a killed session would leave it
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return update(*args, **kwargs)
+
+    with monkeypatch.context() as patch, pytest.raises(SystemExit):
+        patch.chdir(folder)
+        patch.setattr(pg, "update", interrupted)
+        pg.main(tyro.cli(pg.Args, args=argv[2:]))
+    assert not (folder / "finished.json").exists()
+    assert run.main(options) == 0
+    assert "start pg CartPole-v1 seed 1 (resumes at step 1024): python pg.py" in capsys.readouterr().out
+    episodes, _ = check_recorded(options, "python pg.py ")
+    (command,) = common.read_csv(common.suite_csvs(options.results_dir, "smoke")[1])
+    assert command["resumed_at"] == "1024" and command["command"] == shlex.join(argv)
+    steps = [int(row["global_step"]) for row in episodes]  # those the killed attempt logged after 1,024 are purged
+    assert steps == sorted(steps) and 1024 in steps and 1536 in steps and steps[-1] == 2048
+    assert (folder / "output.txt").read_text().startswith("step     1,536 |")  # the resumed attempt's iteration 3
+    assert common.resumable(folder, argv) is None  # finished: a later attempt would start again
+    (folder / "finished.json").unlink()  # killed again, after its last checkpoint: it resumes at 2048 this time
+    assert [int(s) for s in common.resumed_at(folder).split(";")] == [1024]
+    common.prepare(folder, argv)
+    assert common.resumed_at(folder) == "1024;2048"
 
 
 @pytest.mark.slow  # trains: a tiny run of a peer
