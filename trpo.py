@@ -337,9 +337,11 @@ def update(agent: Agent, value_optimizer: torch.optim.Optimizer, batch: Batch, a
     skipped = int(not torch.isfinite(step).all())  # a non-finite loss or gradient: θ stays θ_old
     accepted, tries, surrogate_new, kl = False, 0, surrogate_old.detach(), torch.zeros(())  # θ_old's, if skipped
     if not skipped:
-        with torch.no_grad():
-            search = (args.target_kl, args.backtrack_coef, args.backtrack_iters)
-            accepted, tries, surrogate_new, kl = line_search(params, theta_old, step, objective, surrogate_new, *search)
+        with torch.no_grad():  # a step must beat L(θ_old) within the trust region
+            accepted, tries, surrogate_new, kl = line_search(
+                params, theta_old, step, objective, surrogate_old=surrogate_old.detach(), target_kl=args.target_kl,
+                backtrack_coef=args.backtrack_coef, backtrack_iters=args.backtrack_iters,
+            )  # fmt: skip
     for _ in range(args.vf_iters):  # the critic: a few epochs of minibatch Adam on (V(s) − R̂)²
         for mb in torch.randperm(len(batch.obs), device=batch.obs.device).tensor_split(args.num_minibatches):
             value_loss = ((agent.value(batch.obs[mb]) - batch.returns[mb]) ** 2).mean()
