@@ -335,12 +335,12 @@ def main(args: Args) -> list[float]:
     returns in the order they ended."""
     if error := check_args(args):
         raise SystemExit(f"{args.exp_name}: error: {error}")
+    args, checkpoint = resumed_args(args) if args.resume else (args, None)
     auto = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     device = torch.device(auto if args.device == "auto" else args.device)
     if args.eval_checkpoint:
         return evaluate_checkpoint(args, device)
-    args, checkpoint = resumed_args(args) if args.resume else (args, None)
-    run_dir = os.path.dirname(args.resume) if args.resume else new_run_dir(args)
+    run_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else new_run_dir(args)
     torch.manual_seed(args.seed)
     envs = make_env(args.env_id, args.num_envs, f"videos/{os.path.basename(run_dir)}" if args.capture_video else None)
     continuous = isinstance(envs.single_action_space, gym.spaces.Box)
@@ -350,15 +350,16 @@ def main(args: Args) -> list[float]:
     agent, normalizer = build(args, envs, device)
     value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
     optimizers = {"value_optimizer": value_optimizer}  # what --resume restores
-    progress = restore(checkpoint, agent, normalizer, optimizers) if checkpoint else training_state(0, 0, 0, {})
+    progress = dict(iteration=0, global_step=0, skipped_updates=0)  # where a run starts, or with --resume:
+    progress = restore(checkpoint, agent, normalizer, optimizers) if checkpoint else progress
     purge = progress["global_step"] + 1 if checkpoint else None  # resumed: what followed the checkpoint is rewritten
     writer = SummaryWriter(run_dir, purge_step=purge)
     writer.add_text("hyperparameters", "\n\n".join(f"{key}: {value}" for key, value in vars(args).items()))
 
     batch_size = args.num_envs * args.num_steps
     num_iterations = max(args.total_timesteps // batch_size, 1)
-    first_obs = envs.reset(seed=args.seed)[0]  # resumed, the run has counted the observations after its checkpoint
-    next_obs = normalizer.obs_tensor(first_obs, device, update=not args.resume)
+    first_obs = envs.reset(seed=args.seed + progress["global_step"])[0]  # resumed: other starts than the first's
+    next_obs = normalizer.obs_tensor(first_obs, device, update=not args.resume)  # resumed: counted already
     global_step, skipped_updates = progress["global_step"], progress["skipped_updates"]
     start_time, start_step, episodic_returns = time.time(), global_step, []
     try:
@@ -384,9 +385,11 @@ def main(args: Args) -> list[float]:
             print(f"step {global_step:>9,} | return {mean} | SPS {sps:6,} | {elapsed:5.0f} s, {left}{warn}")
             if args.save_every and (iteration % args.save_every == 0 or iteration == num_iterations):
                 state = training_state(iteration, global_step, skipped_updates, optimizers)
+                writer.flush()  # the steps before the checkpoint are on disk: a resumed run purges only those after it
                 save_checkpoint(agent, normalizer, args, f"{run_dir}/{args.exp_name}.model", state)
     except KeyboardInterrupt:  # Ctrl-C: exit as interrupted, once the model is saved if asked
-        resume = f"; --resume {run_dir}/{args.exp_name}.model continues it" if args.save_every else ""
+        path = f"{run_dir}/{args.exp_name}.model"
+        resume = f"; --resume {path} continues it" if args.save_every and os.path.exists(path) else ""
         print(f"{args.exp_name}: interrupted at step {global_step:,}{resume}", file=sys.stderr)
         raise SystemExit(130) from None
     finally:  # whatever happens, tensorboard is flushed and the model saved if asked
@@ -609,10 +612,10 @@ RESUME_MAY_CHANGE = ("resume", "save_every", "save_model", "device", "eval_episo
 
 
 def resumed_args(args: Args) -> tuple[Args, dict]:
-    """The checkpoint that --resume names and the arguments its run had, but for those in RESUME_MAY_CHANGE that are
-    given here. Any other flag given here that is neither its default nor the saved value stops the script, as does a
-    file that is not a checkpoint of this script written with --save-every; weights_only=True: loading it cannot run
-    code."""
+    """The checkpoint that --resume names and the arguments its run had, but for those in RESUME_MAY_CHANGE given here
+    with a value other than their default. Any other flag given here with a value that is neither its default nor the
+    saved one stops the script, as does a file that is not a checkpoint of this script written with --save-every;
+    weights_only=True: loading it cannot run code."""
     try:
         checkpoint = torch.load(args.resume, map_location="cpu", weights_only=True)
         if checkpoint.get("script", SCRIPT) != SCRIPT:
@@ -637,7 +640,7 @@ def training_state(iteration: int, global_step: int, skipped_updates: int, optim
     them), the random states of torch and numpy, and the script's own (ppo_kl: β)."""
     kind, keys, *rest = np.random.get_state()
     rng = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest]}
-    rng["cuda"] = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    rng["cuda"] = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
     optimizers = {name: optimizer.state_dict() for name, optimizer in optimizers.items()}
     return dict(iteration=iteration, global_step=global_step, skipped_updates=skipped_updates, **extra,
                 optimizers=optimizers, rng=rng)  # fmt: skip
@@ -652,7 +655,7 @@ def restore(checkpoint: dict, agent: Agent, normalizer: Normalizer, optimizers: 
     for name, optimizer in optimizers.items():
         optimizer.load_state_dict(progress["optimizers"][name])
     torch.set_rng_state(progress["rng"]["torch"])
-    if progress["rng"]["cuda"] and torch.cuda.is_available():
+    if progress["rng"]["cuda"] and len(progress["rng"]["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(progress["rng"]["cuda"])
     kind, keys, *rest = progress["rng"]["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))

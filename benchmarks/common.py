@@ -250,6 +250,9 @@ def prepare(folder: Path, argv: list[str]) -> None:
         steps = [int(step) for step in resumed_at(folder).split(";") if step]
         steps.append(load_checkpoint(checkpoint)["progress"]["global_step"])
         write_json(folder / "resume.json", {"checkpoint": str(checkpoint.relative_to(folder)), "resumed_at": steps})
+        (folder / "finished.json").unlink(missing_ok=True)
+        if (folder / "output.txt").exists():  # kept as output.1.txt, …: only the last attempt's evaluation counts
+            (folder / "output.txt").rename(folder / f"output.{len(steps)}.txt")
         return
     if folder.exists():
         shutil.rmtree(folder)
@@ -265,8 +268,12 @@ def load_checkpoint(path: Path) -> dict:
 
 def resumable(folder: Path, argv: list[str]) -> Path | None:
     """The checkpoint with a training state that a killed run of argv (one of our scripts, with --save-every) left in
-    folder, if any. A run that ended, even with an error, starts again from scratch."""
-    if "--save-every" not in argv or (folder / "finished.json").exists() or not (folder / "command.json").exists():
+    folder, if any: killed with its runner (no finished.json), or alone by a signal (a negative exit code, or 130 from
+    SIGINT). A run that ended on its own, even with an error, starts again from scratch."""
+    if "--save-every" not in argv or not (folder / "command.json").exists():
+        return None
+    finished = folder / "finished.json"
+    if finished.exists() and 0 <= json.loads(finished.read_text())["returncode"] != 130:
         return None
     if json.loads((folder / "command.json").read_text())["argv"] != argv:
         return None
@@ -276,15 +283,15 @@ def resumable(folder: Path, argv: list[str]) -> Path | None:
 
 def launch(folder: Path) -> tuple[subprocess.Popen, float]:
     """Starts the command of folder/command.json in that folder with one thread (runs in parallel must not fight over
-    cores), output to output.txt; with resume.json, with --resume, its output appended. Returns the process and the
-    time the run first started (started.json), so that a resumed run's seconds count from its first start, the time
-    between its attempts included."""
+    cores), output to output.txt; with resume.json, with --resume. Returns the process and the time the run first
+    started (started.json), so that a resumed run's seconds count from its first start, the time between its attempts
+    included."""
     argv = json.loads((folder / "command.json").read_text())["argv"]
     resume = json.loads((folder / "resume.json").read_text()) if (folder / "resume.json").exists() else None
     if not (folder / "started.json").exists():
         write_json(folder / "started.json", {"start": time.time()})
     start = json.loads((folder / "started.json").read_text())["start"]
-    with open(folder / "output.txt", "a" if resume else "w") as out:
+    with open(folder / "output.txt", "w") as out:
         process = subprocess.Popen(
             [sys.executable, str(ROOT / argv[1]), *argv[2:], *(["--resume", resume["checkpoint"]] if resume else [])],
             cwd=folder,

@@ -255,7 +255,10 @@ def render(results_dir: Path, link_prefix: str) -> str:
     suites, parts = load(results_dir), []
     parts.append(SCORES if suites else "No suite has been run yet: `python benchmarks/run.py --suite classic`.\n")
     if suites:
-        parts.append("The verdicts, counted over every script against its peer, on every env of a suite:\n")
+        parts.append(
+            "The verdicts, counted over every script against its peer on every env of a suite (a side with one "
+            "seed gives no verdict, and is not counted):\n"
+        )
         parts.append(verdict_table(suites))
     for suite, results in suites.items():
         runs = results.runs
@@ -337,17 +340,16 @@ def plot_comparisons(suite: str, results: Results, out_dir: Path) -> None:
     found = comparisons(suite, results)
     if not found:
         return
-    envs = list(dict.fromkeys(env_id for env_id, *_ in found))
-    fig, axes = plt.subplots(1, len(envs), figsize=(4.5 * len(envs), 3.2), squeeze=False)
-    for ax, env_id in zip(axes[0], envs, strict=True):
-        rows = [(algo, peer, metric, c) for e, algo, peer, metric, c in found if e == env_id]
+    panels = list(dict.fromkeys((env_id, c.ratio) for env_id, *_, c in found))  # an env with ratios and differences: 2
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
+    for ax, (env_id, ratio) in zip(axes[0], panels, strict=True):
+        rows = [(algo, peer, metric, c) for e, algo, peer, metric, c in found if e == env_id and c.ratio == ratio]
         algos = list(dict.fromkeys(algo for algo, *_ in rows))
         for algo, _, metric, c in rows:
             y = algos.index(algo) + (0.15 if metric == "training" else -0.15)
             color = "tab:blue" if metric == "training" else "tab:orange"
             ax.errorbar(c.point, y, xerr=[[c.point - c.low], [c.high - c.point]], fmt="o", color=color, capsize=3,
                         label=metric if algos.index(algo) == 0 else None)  # fmt: skip
-        ratio = rows[0][3].ratio
         ax.axvline(1.0 if ratio else 0.0, color="grey", lw=1)
         ax.set_yticks(range(len(algos)), [f"{a} vs {next(p for b, p, *_ in rows if b == a)}" for a in algos])
         ax.set(title=env_id, xlabel="ours / peer (log scale)" if ratio else "ours − peer")

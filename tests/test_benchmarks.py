@@ -247,6 +247,30 @@ def test_runner_resumes_a_killed_run_from_its_checkpoint(tmp_path, capsys, monke
     assert common.resumed_at(folder) == "1024;2048"
 
 
+@pytest.mark.parametrize("returncode, resumes", [(None, True), (-15, True), (-9, True), (130, True), (1, False),
+                                                  (0, False)])  # fmt: skip
+def test_a_run_killed_by_a_signal_resumes_and_one_that_ended_starts_again(tmp_path, returncode, resumes):
+    """No finished.json (killed with its runner), a negative exit code or 130 (a signal): prepare keeps the folder and
+    points launch at the checkpoint, its output kept as output.1.txt; exit codes 0 and 1 (ended on its own): it starts
+    again from scratch. A checkpoint without a training state never resumes."""
+    import torch
+
+    argv, folder = ["python", "pg.py", "--save-every", "2"], tmp_path / "run"
+    common.prepare(folder, argv)
+    (folder / "runs" / "x").mkdir(parents=True)
+    torch.save({"progress": {"global_step": 512}}, folder / "runs" / "x" / "pg.model")
+    (folder / "output.txt").write_text("step 512\n")
+    if returncode is not None:
+        common.write_json(folder / "finished.json", {"returncode": returncode, "start": 0.0, "seconds": 1.0})
+    common.prepare(folder, argv)
+    assert (folder / "runs").exists() == resumes and (folder / "output.1.txt").exists() == resumes
+    assert common.resumed_at(folder) == ("512" if resumes else "")
+    if resumes:
+        assert not (folder / "finished.json").exists()
+        torch.save({}, folder / "runs" / "x" / "pg.model")  # saved with --save-model only
+        assert common.resumable(folder, argv) is None
+
+
 @pytest.mark.slow  # trains: a tiny run of a peer
 def test_a_peer_runs_through_the_runner_into_the_three_csvs(tmp_path, capsys):
     """SB3 PPO at rl-zoo's CartPole-v1 settings for the smoke suite's 2,048 steps, run as our scripts are: its

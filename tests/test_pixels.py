@@ -34,7 +34,7 @@ def test_nature_cnn_reads_either_layout_and_any_leading_dims(script):
     assert [m.out_features for m in hwc.net if isinstance(m, torch.nn.Linear)] == [512]
 
 
-def test_the_trust_region_scripts_give_actor_and_critic_their_own_encoders(script):
+def test_pg_npg_and_trpo_give_actor_and_critic_an_encoder_each_and_ppo_shares_one(script):
     """pg, npg and trpo: θ, the policy's parameters, holds the actor's encoder and none of the critic's, so that the
     critic's regression never moves π. The PPO scripts: one encoder, whose parameters both losses train."""
     agent = script.Agent((4, 84, 84), gym.spaces.Discrete(6))
