@@ -275,6 +275,7 @@ def natural_gradient_step(g: torch.Tensor, fvp, target_kl: float, cg_iters: int,
     return torch.sqrt(2 * target_kl / xFx.clamp_min(1e-12)) * x, residual  # s = √(2δ / xᵀFx) · x
 
 
+@torch.no_grad()
 def line_search(params, theta_old, step, objective, surrogate_old, target_kl, backtrack_coef, backtrack_iters):
     """Sets θ, in place, to the first θ_old + αʲ·s, j = 0 … L−1, whose surrogate beats surrogate_old = L(θ_old) and
     whose Ê[KL(π_old ‖ πθ)] ≤ δ, where objective() gives (L(θ), KL) at the current θ. Returns whether a step was
@@ -286,7 +287,7 @@ def line_search(params, theta_old, step, objective, surrogate_old, target_kl, ba
         if kl <= target_kl and surrogate_new > surrogate_old:
             return True, j + 1, surrogate_new, kl
     set_flat_params(params, theta_old)
-    return False, backtrack_iters, surrogate_old, torch.zeros_like(surrogate_old)
+    return False, backtrack_iters, surrogate_old.detach(), torch.zeros_like(surrogate_old)
 
 
 def guarded_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float = math.inf) -> bool:
@@ -337,11 +338,8 @@ def update(agent: Agent, value_optimizer: torch.optim.Optimizer, batch: Batch, a
     skipped = int(not torch.isfinite(step).all())  # a non-finite loss or gradient: θ stays θ_old
     accepted, tries, surrogate_new, kl = False, 0, surrogate_old.detach(), torch.zeros(())  # θ_old's, if skipped
     if not skipped:
-        with torch.no_grad():  # a step must beat L(θ_old) within the trust region
-            accepted, tries, surrogate_new, kl = line_search(
-                params, theta_old, step, objective, surrogate_old=surrogate_old.detach(), target_kl=args.target_kl,
-                backtrack_coef=args.backtrack_coef, backtrack_iters=args.backtrack_iters,
-            )  # fmt: skip
+        search = {name: getattr(args, name) for name in ("target_kl", "backtrack_coef", "backtrack_iters")}
+        accepted, tries, surrogate_new, kl = line_search(params, theta_old, step, objective, surrogate_old, **search)
     for _ in range(args.vf_iters):  # the critic: a few epochs of minibatch Adam on (V(s) − R̂)²
         for mb in torch.randperm(len(batch.obs), device=batch.obs.device).tensor_split(args.num_minibatches):
             value_loss = ((agent.value(batch.obs[mb]) - batch.returns[mb]) ** 2).mean()

@@ -11,10 +11,9 @@ from conftest import ROOT, SCRIPTS
 # optimizers, a learning-rate schedule, ppo_kl's β), and the range checks of each script's own flags.
 PER_SCRIPT = {"Args", "update", "main", "check_args"}
 # diff's changed lines (those it marks < or >) between siblings. STYLE.md's targets are 45, 45 and 100; these are the
-# counts the files have now, so that a change can only bring a pair closer to its target: 43, the line search's
-# arguments passed by name (was 41); 57, ppo_kl's β in what --resume restores (was 55); 137, npg's own
-# --fisher-subsample and pg's two optimizers to restore (was 131).
-DIFF_LIMITS = {("npg", "trpo"): 43, ("ppo_clip", "ppo_kl"): 57, ("pg", "npg"): 137}
+# counts the files have now, so that a change can only bring a pair closer to its target: 41; 57, ppo_kl's β in what
+# --resume restores (was 55); 137, npg's own --fisher-subsample and pg's two optimizers to restore (was 131).
+DIFF_LIMITS = {("npg", "trpo"): 41, ("ppo_clip", "ppo_kl"): 57, ("pg", "npg"): 137}
 
 
 def blocks(name: str) -> dict[str, str]:
