@@ -58,7 +58,8 @@ def test_shared_blocks_are_the_same_text_in_every_file(block, family):
 def test_every_script_has_the_plumbing():
     plumbing = {"make_env", "Normalizer", "Rollout", "rollout", "evaluate", "build", "save_checkpoint",
                 "evaluate_checkpoint", "first_line", "mlp", "Agent", "compute_gae", "Batch", "make_batch",
-                "guarded_step", "shared_metrics"}  # fmt: skip
+                "guarded_step", "shared_metrics", "linear", "NatureCNN", "new_run_dir", "resumed_args",
+                "training_state", "restore"}  # fmt: skip
     for name in SCRIPTS:
         assert plumbing <= set(SOURCES[name]), f"{name}.py lacks {sorted(plumbing - set(SOURCES[name]))}"
 
