@@ -99,6 +99,24 @@ class Args:
     log_std_init: float = 0.0
     """the Gaussian's initial log σ, the same for every action dimension (Box actions only)"""
 
+    def rules(self) -> dict[str, tuple[bool, str]]:
+        """Each flag's range, as check_args applies it before anything runs: whether the value is in it, and the
+        range in words. None turns --save-every and --target-kl off."""
+        batch = self.num_envs * self.num_steps
+        positive = ["total_timesteps", "num_envs", "num_steps", "eval_episodes", "save_every", "vf_learning_rate"]
+        positive += ["vf_iters", "target_kl", "cg_iters", "cg_damping", "fisher_subsample"]
+        rules = {name: (getattr(self, name) is None or getattr(self, name) > 0, "positive") for name in positive}
+        rules["gamma"] = (0 < self.gamma <= 1, "in (0, 1]")
+        rules["gae_lambda"] = (0 <= self.gae_lambda <= 1, "in [0, 1]")
+        rules["log_std_init"] = (math.isfinite(self.log_std_init), "finite")
+        rules["backtrack_coef"] = (0 < self.backtrack_coef < 1, "in (0, 1)")
+        rules["backtrack_iters"] = (self.backtrack_iters > 0, "positive")
+        rules["num_minibatches"] = (0 < self.num_minibatches <= batch, f"in [1, {batch}], the batch size")
+        devices = {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.mps.is_available()}
+        here = ", ".join(name for name, ok in devices.items() if ok)
+        rules["device"] = (devices.get(self.device), f"one of {here} here")
+        return rules
+
 
 def linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
     """A linear layer with orthogonal weights scaled by gain and zero biases (Huang et al. 2022)."""
@@ -579,7 +597,16 @@ def evaluate(agent: Agent, normalizer: Normalizer, envs, episodes: int, seed: in
 
 
 def build(args: Args, envs, device: torch.device) -> tuple[Agent, Normalizer]:
-    shape = envs.single_observation_space.shape
+    """The agent and the normaliser for the envs' spaces; a ValueError says what is not supported."""
+    obs_space, action_space = envs.single_observation_space, envs.single_action_space
+    shape = obs_space.shape if isinstance(obs_space, gym.spaces.Box) else ()
+    if not (len(shape) == 1 or len(shape) == 3 and obs_space.dtype == np.uint8):
+        raise ValueError(f"observation space {obs_space}; supported: a flat Box, or a uint8 image")
+    if not (action_space == gym.spaces.Discrete(action_space.n) if isinstance(action_space, gym.spaces.Discrete) else
+            isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1):  # fmt: skip
+        raise ValueError(f"action space {action_space}; supported: Discrete(n) starting at 0, or a flat Box")
+    if len(shape) == 3 and args.norm_obs:
+        raise ValueError("--norm-obs is for flat observations: images are scaled to [0, 1]")
     obs_dim = shape[0] if len(shape) == 1 else shape  # a size, or an image's shape
     atari = args.env_id.startswith("ALE/")
     normalizer = Normalizer(obs_dim, envs.num_envs, args.gamma, args.norm_obs, args.norm_reward, sign_reward=atari)
@@ -684,61 +711,20 @@ def restore(checkpoint: dict, agent: Agent, normalizer: Normalizer, optimizers: 
 
 
 def check_args(args: Args) -> str | None:
-    """Why these arguments cannot run, in one line, or None if they can."""
-    batch_size = args.num_envs * args.num_steps
-    devices = {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    positive = ["total_timesteps", "num_envs", "num_steps", "vf_learning_rate", "vf_iters"]
-    positive += ["target_kl", "cg_iters", "cg_damping", "fisher_subsample"]
-    rules = {name: (getattr(args, name) > 0, "positive") for name in positive + ["eval_episodes"]}
-    rules["gamma"] = (0 < args.gamma <= 1, "in (0, 1]")
-    rules["gae_lambda"] = (0 <= args.gae_lambda <= 1, "in [0, 1]")
-    rules["log_std_init"] = (math.isfinite(args.log_std_init), "finite")
-    rules["backtrack_coef"] = (0 < args.backtrack_coef < 1, "in (0, 1)")
-    rules["backtrack_iters"] = (args.backtrack_iters > 0, "positive")
-    rules["num_minibatches"] = (0 < args.num_minibatches <= batch_size, f"in [1, {batch_size}], the batch size")
-    rules["device"] = (devices.get(args.device), "one of " + ", ".join(d for d, ok in devices.items() if ok) + " here")
-    for name, (allowed, rule) in rules.items():
+    """Why these arguments cannot run, in one line, or None: the first flag outside its range (Args.rules), or the
+    error of making the env, the agent for its spaces and, with --capture-video, one filmed frame."""
+    for name, (allowed, rule) in args.rules().items():
         if not allowed:
             return f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}"
-    if args.save_every is not None and args.save_every < 1:
-        return f"--save-every must be positive, got {args.save_every}"
-    if args.eval_checkpoint or args.resume:  # the env is the checkpoint's, checked when it is loaded
+    if args.eval_checkpoint or args.resume:  # the checkpoint's env is made, and so checked, when it is loaded
         return None
-    try:
-        env = make_one(args.env_id)
-        env.close()
-    except ModuleNotFoundError as e:
-        atari = " (Atari: pip install ale-py opencv-python-headless)" if args.env_id.startswith("ALE/") else ""
-        return f"cannot make --env-id {args.env_id}: {first_line(e)}{atari}"
-    except Exception as e:  # an unknown id, or a missing package: gymnasium's message says which
-        return f"cannot make --env-id {args.env_id}: {first_line(e)}"
-    obs_space, supported = env.observation_space, "supported: a flat Box, or a uint8 image (C, H, W) or (H, W, C)"
-    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) in (1, 3)):
-        atari = (
-            " (for Atari, an ALE/ id)" if isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 2 else ""
-        )
-        return f"{args.env_id} has observation space {obs_space}; {supported}{atari}"
-    if len(obs_space.shape) == 3:
-        shape = obs_space.shape  # (H, W, C) where the last axis is the shorter end, as NatureCNN reads it
-        size = min(shape[:2] if shape[-1] < shape[0] else shape[1:])
-        if obs_space.dtype != np.uint8:
-            return f"{args.env_id} has observation space {obs_space}; {supported}, and this image is not uint8"
-        if size < 36:
-            return f"{args.env_id} has observation space {obs_space}: the NatureCNN needs images of 36 × 36 or more"
-        if args.norm_obs:
-            return "--norm-obs is for flat observations: images are scaled to [0, 1]"
-    space = env.action_space
-    if not (space == gym.spaces.Discrete(space.n) if isinstance(space, gym.spaces.Discrete) else
-            isinstance(space, gym.spaces.Box) and len(space.shape) == 1):  # fmt: skip
-        return f"{args.env_id} has action space {space}; supported: Discrete(n) starting at 0, or a flat Box"
-    if args.capture_video:
-        try:
-            with tempfile.TemporaryDirectory() as folder:  # films one frame: needs moviepy and the env's renderer
-                env = gym.wrappers.RecordVideo(make_one(args.env_id, render_mode="rgb_array"), folder)
-                with contextlib.closing(env):
-                    env.reset(seed=0)
-        except Exception as e:  # gymnasium's message says which package to install
-            return f"--capture-video cannot film {args.env_id}: {first_line(e)}"
+    try:  # gymnasium's, torch's and build's own errors say what is missing or not supported
+        with tempfile.TemporaryDirectory() if args.capture_video else contextlib.nullcontext() as folder:
+            with contextlib.closing(make_env(args.env_id, 1, folder)) as envs:
+                build(args, envs, torch.device("cpu"))
+                envs.reset(seed=0)
+    except Exception as e:
+        return f"cannot run --env-id {args.env_id}: {first_line(e)}"
     return None
 
 

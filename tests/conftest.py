@@ -180,10 +180,22 @@ UNSUPPORTED = {
     "ScalarBoxActions-v0": ({"action_space": gym.spaces.Box(-1.0, 1.0, ())}, "action space Box(-1.0, 1.0, ()"),
     "DictObs-v0": ({"observation_space": gym.spaces.Dict({"x": gym.spaces.Discrete(2)})}, "Dict"),
     "TupleObs-v0": ({"observation_space": gym.spaces.Tuple([gym.spaces.Discrete(2)] * 2)}, "Tuple"),
-    "SmallImageObs-v0": ({"observation_space": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)}, "36 × 36 or more"),
-    "ThinImageObs-v0": ({"observation_space": gym.spaces.Box(0, 255, (3, 100, 20), np.uint8)}, "36 × 36 or more"),
-    "FloatImageObs-v0": ({"observation_space": gym.spaces.Box(0.0, 1.0, (36, 36, 3))}, "this image is not uint8"),
-    "FlatImageObs-v0": ({"observation_space": gym.spaces.Box(0, 255, (84, 84), np.uint8)}, "for Atari, an ALE/ id"),
+    "SmallImageObs-v0": (
+        {"observation_space": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)},
+        "Kernel size can't be greater than actual input size",
+    ),
+    "ThinImageObs-v0": (
+        {"observation_space": gym.spaces.Box(0, 255, (3, 100, 20), np.uint8)},
+        "Kernel size can't be greater",
+    ),
+    "FloatImageObs-v0": (
+        {"observation_space": gym.spaces.Box(0.0, 1.0, (36, 36, 3))},
+        "observation space Box(0.0, 1.0, (36, 36, 3), float32)",
+    ),
+    "FlatImageObs-v0": (
+        {"observation_space": gym.spaces.Box(0, 255, (84, 84), np.uint8)},
+        "observation space Box(0, 255, (84, 84), uint8)",
+    ),
 }
 for env_id, (spaces, _) in UNSUPPORTED.items():
     gym.register(env_id, entry_point=SpacesEnv, kwargs=spaces, max_episode_steps=12)
