@@ -12,7 +12,6 @@ which L improves and the exact mean KL is at most δ. If none qualifies, θ stay
 
 Kakade 2002, "A Natural Policy Gradient"; the constrained form is from Schulman et al. 2015, "Trust Region Policy
 Optimization". Â is GAE(γ, λ) (Schulman et al. 2016); the critic V is a separate network fitted by minibatch Adam.
-
 npg.py is pg.py with the Adam step on the policy replaced by the natural gradient step; trpo.py is npg.py plus a
 backtracking line search on s. `diff npg.py trpo.py` shows only the line search.
 
@@ -332,8 +331,8 @@ def shared_metrics(batch: Batch, new_dist, new_values: torch.Tensor) -> dict:
 
 
 def update(agent: Agent, value_optimizer: torch.optim.Optimizer, batch: Batch, args: Args) -> dict:
-    """TRPO's update on one batch, which changes the agent in place: the natural gradient step s on θ, the line search
-    along it, then the critic. Returns the metrics to log, each over the whole batch with the new parameters."""
+    """The natural gradient step s, line-searched, on the policy, then the critic, which change the agent in place.
+    Returns the metrics to log, each over the whole batch with the new parameters."""
     advantages = batch.advantages  # normalised; nan_to_num: the std of one sample is NaN, and its Â is then 0
     advantages = (advantages - advantages.mean()) / (advantages.std().nan_to_num() + 1e-8)
     params = agent.policy_parameters()
