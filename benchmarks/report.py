@@ -4,7 +4,7 @@ with --readme the block of README.md between the report markers, so that README'
     python benchmarks/report.py             # benchmarks/report/report.md and the PNGs (needs matplotlib)
     python benchmarks/report.py --readme    # the same, and README.md's block
 
-The numbers are deterministic: the same CSVs give the same text, byte for byte (tests/test_benchmarks.py checks
+The numbers are deterministic: the same CSVs give the same text, byte for byte (tests/test_harness_report.py checks
 README's block against it). Two scores, each a mean ± sample std (ddof 1) over the seeds, (n) the number of seeds:
 the training score is CleanRL's, each seed's mean return over its last 100 episodes; the evaluation score is each
 seed's mean return over the episodes of the deterministic evaluation that ended the run. Each of our scripts is set

@@ -1,9 +1,12 @@
 """Shared fixtures: the scripts under test, tiny run settings, and small test environments."""
 
+import copy
 import importlib
 import os
 import runpy
+import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
@@ -18,6 +21,9 @@ torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = [name for name in ("pg", "npg", "trpo", "ppo_clip", "ppo_kl") if (ROOT / f"{name}.py").exists()]
+# The benchmark harness's modules, for tests/test_harness_*.py.
+sys.path.insert(0, str(ROOT / "benchmarks"))
+common, peers, report, run = (importlib.import_module(name) for name in ("common", "peers", "report", "run"))
 
 
 @pytest.fixture(params=SCRIPTS)
@@ -27,8 +33,8 @@ def script(request):
 
 
 def pytest_collection_modifyitems(items):
-    """The slow tests first, in file order (the harness's, whose Slurm test waits on its cluster, then the learning
-    runs, the pixel runs and the probes), then the fast ones: with -n (and --maxschedchunk=1, in pyproject.toml) the
+    """The slow tests first, in file order (the runner's, whose Slurm test waits on its cluster, then the learning
+    runs, the probes and the pixel runs), then the fast ones: with -n (and --maxschedchunk=1, in pyproject.toml) the
     longest start first and the workers end together."""
 
     def rank(item) -> int:
@@ -199,3 +205,176 @@ UNSUPPORTED = {
 }
 for env_id, (spaces, _) in UNSUPPORTED.items():
     gym.register(env_id, entry_point=SpacesEnv, kwargs=spaces, max_episode_steps=12)
+
+
+# ---- Probe environments (Andy Jones, "Debugging RL, Without the Agonizing Pain"): tests/test_learning.py
+# trains on them, tests/test_wiring.py and tests/test_method.py watch one update on them.
+
+
+class ProbeEnv(gym.Env):
+    """A one-dimensional Box observation and Discrete(2) actions, unless a subclass says otherwise. Subclasses define
+    first_obs() and transition(action) -> (obs, reward, terminated)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float64)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.first_obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        obs, reward, terminated = self.transition(action)
+        return obs, reward, terminated, False, {}
+
+    def first_obs(self):  # a constant obs of 1, not 0, so that the first layer's weights matter from the start
+        return np.ones(1)
+
+
+class ConstantRewardEnv(ProbeEnv):
+    """Probe 1: obs 1, reward 1, one step: V(1) = 1. Fails if the critic cannot fit a constant."""
+
+    def transition(self, action):
+        return np.ones(1), 1.0, True
+
+
+class ObsRewardEnv(ProbeEnv):
+    """Probe 2: obs ±1 at random, reward = obs, one step: V(±1) = ±1. Fails if the critic ignores the observation."""
+
+    def first_obs(self):
+        self.sign = float(self.np_random.choice([-1.0, 1.0]))
+        return np.array([self.sign])
+
+    def transition(self, action):
+        return np.zeros(1), self.sign, True
+
+
+class DelayedRewardEnv(ProbeEnv):
+    """Probe 3: obs 0, then obs 1, then reward 1 and the end: V(1) = 1 and V(0) = γ. Fails if the discount or the
+    bootstrap from the next state is wrong."""
+
+    def first_obs(self):
+        return np.zeros(1)
+
+    def transition(self, action):
+        return np.array([1.0]), float(self.t == 2), self.t == 2
+
+
+class BanditEnv(ProbeEnv):
+    """Probe 4: obs 1, one step, reward 1 for action 1 and 0 for action 0. Fails if the policy gradient's sign or its
+    advantage is wrong."""
+
+    def transition(self, action):
+        return np.ones(1), float(action == 1), True
+
+
+class TargetEnv(ProbeEnv):
+    """Probe 5: obs 1, one step, a ∈ [−3, 3], reward −(a − 0.5)²: the Gaussian mean must move to 0.5. Fails if the
+    Gaussian head's gradient is wrong. The bounds are wide because the scripts clip the sampled action to them: with
+    bounds ±1 and the initial σ = 1, the clipped rewards would move the optimal mean to about 1.1."""
+
+    action_space = gym.spaces.Box(-3.0, 3.0, (1,), np.float32)
+    target = 0.5
+
+    def transition(self, action):
+        return np.ones(1), -float((action[0] - self.target) ** 2), True
+
+
+PROBES = {
+    "ProbeConstantReward-v0": ConstantRewardEnv,
+    "ProbeObsReward-v0": ObsRewardEnv,
+    "ProbeDelayedReward-v0": DelayedRewardEnv,
+    "ProbeBandit-v0": BanditEnv,
+    "ProbeTarget-v0": TargetEnv,
+}
+
+
+for env_id, env_class in PROBES.items():
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=env_class, max_episode_steps=5)
+
+
+# ---- Runs, watched and saved: helpers of the tests that run main.
+
+
+@dataclass
+class Run:
+    scalars: dict[str, list[float]]
+    initial: torch.nn.Module  # the agent as the first rollout found it
+    agent: torch.nn.Module  # the agent after the last update
+    batches: list[tuple] = field(default_factory=list)  # what each rollout returned
+    gae_calls: list[tuple] = field(default_factory=list)  # (rewards, values, next_values, dones, γ, λ, advantages)
+    steps: int = 0  # calls of guarded_step
+
+
+def train(script, monkeypatch, **overrides) -> Run:
+    """One batch of 2 envs × 64 steps unless overrides say otherwise, with main watched through spies."""
+    run = Run({}, None, None)
+    rollout, compute_gae, guarded_step = script.rollout, script.compute_gae, script.guarded_step
+
+    def rollout_spy(envs, agent, *args, **kwargs):
+        if run.agent is None:
+            run.initial, run.agent = copy.deepcopy(agent), agent
+        run.batches.append(rollout(envs, agent, *args, **kwargs))
+        return run.batches[-1]
+
+    def compute_gae_spy(*args):
+        advantages = compute_gae(*args)
+        run.gae_calls.append((*args, advantages.clone()))
+        return advantages
+
+    def guarded_step_spy(*args, **kwargs):
+        run.steps += 1
+        return guarded_step(*args, **kwargs)
+
+    existing = set(Path("runs").glob("*")) if Path("runs").exists() else set()
+    with monkeypatch.context() as m:
+        m.setattr(script, "rollout", rollout_spy)
+        m.setattr(script, "compute_gae", compute_gae_spy)
+        m.setattr(script, "guarded_step", guarded_step_spy)
+        script.main(tiny_args(script, **{"total_timesteps": 128, **overrides}))
+    (folder,) = set(Path("runs").glob("*")) - existing
+    run.scalars = read_scalars(folder)
+    return run
+
+
+def initial_agent(script, env_id: str, seed: int = 1):
+    """The agent main builds before its first update: the seed, then the first draws of torch's generator."""
+    env = gym.make(env_id)
+    torch.manual_seed(seed)
+    return script.Agent(env.observation_space.shape[0], env.action_space)
+
+
+def saved_checkpoint() -> dict:
+    (path,) = Path("runs").glob("*/*.model")
+    return torch.load(path, weights_only=True)
+
+
+def train_and_load(script, **overrides):
+    """Trains briefly with --save-model in the current folder; returns the checkpoint, the episodic returns and every
+    scalar logged but the SPS."""
+    args = tiny_args(script, **{"save_model": True, "total_timesteps": 512, "num_steps": 128, **overrides})
+    returns = script.main(args)
+    (path,) = Path("runs").glob("*/*.model")
+    checkpoint = torch.load(path, weights_only=True)
+    scalars = {key: values for key, values in read_scalars(path.parent).items() if key != "charts/SPS"}
+    shutil.rmtree("runs")
+    return checkpoint, returns, scalars
+
+
+@pytest.fixture
+def saved(in_tmp):
+    """A trpo run of 4 iterations with --save-every 2, and one of pg with --save-model only."""
+    import pg
+    import trpo
+
+    trpo.main(tiny_args(trpo, env_id="Steps-v0", num_steps=16, total_timesteps=128, save_every=2))
+    shutil.move(str(only_run()), "trpo-run")
+    pg.main(tiny_args(pg, env_id="Steps-v0", num_steps=16, total_timesteps=128, save_model=True))
+    shutil.move(str(only_run()), "pg-run")
+    return {"trpo": Path("trpo-run/trpo.model"), "pg": Path("pg-run/pg.model")}
+
+
+# The plumbing is one text in all five scripts (tests/test_shape.py): two of them stand for it where a run is slow.
+PLUMBING = ["pg", "trpo"]

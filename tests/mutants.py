@@ -224,6 +224,7 @@ def run(name: str, timeout: float) -> tuple[str, str]:
             raise SystemExit(f"mutant {name!r}: its text is in no script; update the list")
         command = [sys.executable, "-m", "pytest", "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider", "-n", "2"]
         command += [f"--ignore={path}" for path in TEXT_TESTS]
+        command += [f"--basetemp={folder / '.pytest-tmp'}"]  # not pytest's shared folder, which another run may clean
         try:
             result = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:

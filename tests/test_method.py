@@ -1,22 +1,29 @@
-"""Each method's update(...), pinned on small fixed batches: the line that makes the method what it is, checked against
-an answer worked out here from its definition, not from the script's own helpers.
+"""What makes each method the method, from its math functions up through update(...) to a run of main: each behaviour
+in one section, checked at every level where it can break.
 
-- npg, trpo: the step solves (F + λI)x = g against the Fisher matrix built explicitly (the Hessian of the KL), and is
-  scaled so that ½·sᵀFs = δ; trpo keeps a step only if it raises the surrogate within the trust region.
-- ppo_clip: a sample clipped on the side its advantage pushes toward adds no gradient; the loss is the clipped
-  objective.
-- ppo_kl: π_old is the batch's policy throughout; the loss is −(r·Â − β·KL(π_old ‖ πθ)); a larger β keeps πθ closer.
-- all five, pg among them: one update on a two-armed bandit makes the better arm likelier.
+- npg, trpo: F·v is the Hessian of the KL, conjugate gradient solves it, and the step solves (F + λI)x = g against the
+  Fisher matrix built explicitly, scaled so that ½·sᵀFs = δ; on every k-th state with --fisher-subsample.
+- trpo: the line search keeps a step only if it raises the surrogate within the trust region, and otherwise (or on a
+  non-finite step) leaves θ_old bit for bit.
+- ppo_clip: the clipped objective, a sample clipped on the side its advantage pushes toward adds no gradient, the
+  clipped value loss and the early stop.
+- ppo_kl: π_old is the batch's policy throughout; the loss is −(r·Â − β·KL(π_old ‖ πθ)); β's rule, in the function and
+  in a run; a larger β keeps πθ closer.
+- all five: one update on a two-armed bandit makes the better arm likelier; zero advantages move no policy; a
+  non-finite loss moves nothing.
 
 Each test also checks that the wrong answers it guards against are far from the right one on its batch, so that it
 cannot pass by accident."""
 
 import copy
 import importlib
+import importlib.util
+from functools import partial
 
 import gymnasium as gym
 import pytest
 import torch
+from conftest import initial_agent, only_run, read_scalars, saved_checkpoint, tiny_args, train
 from torch import nn
 from torch.distributions import Categorical, Independent, Normal, kl_divergence
 
@@ -120,6 +127,179 @@ def call_update(script, agent, batch, args, beta=None):
     return script.update(agent, value_optimizer, batch, args)
 
 
+def flat(tensors) -> torch.Tensor:
+    return torch.cat([t.flatten() for t in tensors])
+
+
+def frozen_copy(dist):
+    """dist with its parameters detached."""
+    if isinstance(dist, Categorical):
+        return Categorical(logits=dist.logits.detach())
+    return Independent(Normal(dist.mean.detach(), dist.stddev.detach()), 1)
+
+
+# ---- npg and trpo: the Fisher-vector product, conjugate gradient and the natural step
+
+
+def small_policy(script, continuous: bool, seed: int = 0):
+    """The script's Agent with a 3-4-2 actor, in float64, and a batch of 32 states, actions and advantages."""
+    torch.manual_seed(seed)
+    space = gym.spaces.Box(-1.0, 1.0, (2,)) if continuous else gym.spaces.Discrete(2)
+    agent = script.Agent(3, space)
+    agent.actor = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    agent.double()
+    if continuous:
+        with torch.no_grad():
+            agent.actor_logstd.copy_(torch.tensor([-0.3, 0.2]))
+    obs = torch.randn(32, 3, dtype=torch.float64)
+    with torch.no_grad():
+        old_dist = agent.dist(obs)
+        actions = old_dist.sample()
+        logprobs = old_dist.log_prob(actions)
+    advantages = torch.randn(32, dtype=torch.float64)
+    return agent, obs, actions, logprobs, (advantages - advantages.mean()) / advantages.std(), old_dist
+
+
+def mean_kl_of_flat(agent, obs, old_dist):
+    """θ ↦ Ê[KL(π_old ‖ πθ)], built from the flat θ independently of the script's Agent.dist."""
+    names = [n for n, _ in agent.named_parameters() if not n.startswith("critic.")]
+    shapes = [p.shape for n, p in agent.named_parameters() if n in names]
+
+    def kl(flat):
+        chunks = flat.split([s.numel() for s in shapes])
+        params = {n: c.view(s) for n, c, s in zip(names, chunks, shapes, strict=True)}
+        actor = {n.removeprefix("actor."): p for n, p in params.items() if n.startswith("actor.")}
+        out = torch.func.functional_call(agent.actor, actor, (obs,))
+        if "actor_logstd" in params:
+            new = Independent(Normal(out, params["actor_logstd"].exp()), 1)
+        else:
+            new = Categorical(logits=out)
+        return kl_divergence(old_dist, new).mean()
+
+    return kl
+
+
+def fvp_of(script, agent, obs, old_dist):
+    """v ↦ F·v at the agent's current θ, with ∇θ KL built once, as main builds it."""
+    params = agent.policy_parameters()
+    kl = kl_divergence(old_dist, agent.dist(obs)).mean()
+    return partial(script.fisher_vector_product, script.flat_grad(kl, params, create_graph=True), params)
+
+
+def objective_of(script, agent, obs, actions, logprobs, advantages, old_dist):
+    """() ↦ (L(θ), Ê[KL(π_old ‖ πθ)]) at the agent's current θ, as the script's update builds it."""
+
+    def objective():
+        dist = agent.dist(obs)
+        return script.surrogate(dist.log_prob(actions), logprobs, advantages), kl_divergence(old_dist, dist).mean()
+
+    return objective
+
+
+def natural_step(script, agent, obs, actions, logprobs, advantages, old_dist, delta, iters=10, damping=0.1):
+    """The script's natural gradient step from the agent's current θ, wired as update wires it."""
+    params = agent.policy_parameters()
+    surrogate, kl = objective_of(script, agent, obs, actions, logprobs, advantages, old_dist)()
+    g = script.flat_grad(surrogate, params, retain_graph=True)
+    fvp = partial(script.fisher_vector_product, script.flat_grad(kl, params, create_graph=True), params)
+    return script.natural_gradient_step(g, fvp, delta, iters, damping)
+
+
+def surrogate_of(script, agent, obs, actions, logprobs, advantages):
+    with torch.no_grad():
+        return script.surrogate(agent.dist(obs).log_prob(actions), logprobs, advantages)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+@pytest.mark.parametrize("script", ["npg", "trpo"], indirect=True)
+def test_fvp_equals_explicit_kl_hessian(script, continuous):
+    agent, obs, _, _, _, old_dist = small_policy(script, continuous)
+    theta = torch.nn.utils.parameters_to_vector(agent.policy_parameters()).detach()
+    hessian = torch.autograd.functional.hessian(mean_kl_of_flat(agent, obs, old_dist), theta)
+    assert hessian.shape == (len(theta), len(theta)) and hessian.abs().max() > 1e-3
+    fvp = fvp_of(script, agent, obs, old_dist)
+    for seed in range(3):  # the one ∇θ KL serves every product
+        v = torch.randn(len(theta), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(fvp(v), hessian @ v, rtol=1e-5, atol=1e-10)
+
+
+@pytest.mark.parametrize("script", ["npg", "trpo"], indirect=True)
+def test_fvp_on_gaussian_log_std_is_diag_2_without_cross_terms(script):
+    agent, obs, _, _, _, old_dist = small_policy(script, continuous=True)
+    params = agent.policy_parameters()
+    n = sum(p.numel() for p in params)
+    (k,) = [k for k, p in enumerate(params) if p is agent.actor_logstd]
+    start = sum(p.numel() for p in params[:k])
+    fvp = fvp_of(script, agent, obs, old_dist)
+    for i in (start, start + 1):  # the log σ coordinates of the flat θ
+        e = torch.zeros(n, dtype=torch.float64)
+        e[i] = 1.0
+        column = fvp(e)
+        expected = torch.zeros(n, dtype=torch.float64)
+        expected[i] = 2.0  # ∂²KL/∂(log σ)² = 2; the mean and log σ do not interact
+        torch.testing.assert_close(column, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("n", [5, 30])
+@pytest.mark.parametrize("script", ["npg", "trpo"], indirect=True)
+def test_conjugate_gradient_matches_direct_solve(script, n):
+    generator = torch.Generator().manual_seed(n)
+    q = torch.randn(n, n, dtype=torch.float64, generator=generator)
+    a = q @ q.T / n + torch.eye(n, dtype=torch.float64)  # symmetric positive definite, condition number ≈ 5
+    b = torch.randn(n, dtype=torch.float64, generator=generator)
+    x, residual = script.conjugate_gradient(lambda v: a @ v, b, iters=n, tol=1e-20)
+    torch.testing.assert_close(x, torch.linalg.solve(a, b), rtol=1e-8, atol=1e-10)
+    assert residual < 1e-8
+
+
+@pytest.mark.parametrize("script", ["npg", "trpo"], indirect=True)
+def test_conjugate_gradient_of_zero_is_zero(script):
+    a = torch.eye(4, dtype=torch.float64) * 3
+    x, residual = script.conjugate_gradient(lambda v: a @ v, torch.zeros(4, dtype=torch.float64), iters=10)
+    assert torch.equal(x, torch.zeros(4, dtype=torch.float64)) and residual == 0
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+@pytest.mark.parametrize("script", ["npg", "trpo"], indirect=True)
+def test_natural_step_meets_the_kl_constraint(script, continuous):
+    """½·sᵀFs = δ, with F the explicit Hessian of the KL, and the KL measured after the step is δ to second order: its
+    error shrinks with δ."""
+    agent, obs, actions, logprobs, advantages, old_dist = small_policy(script, continuous)
+    params = agent.policy_parameters()
+    theta_old = torch.nn.utils.parameters_to_vector(params).detach()
+    fisher = torch.autograd.functional.hessian(mean_kl_of_flat(agent, obs, old_dist), theta_old)  # not the script's F·v
+    errors = []
+    for delta in (1e-2, 1e-4):
+        step, residual = natural_step(script, agent, obs, actions, logprobs, advantages, old_dist, delta, 20)
+        s_F_s = step @ fisher @ step
+        assert 0.5 * s_F_s.item() == pytest.approx(delta, rel=1e-9)
+        script.set_flat_params(params, theta_old + step)
+        with torch.no_grad():
+            errors.append(abs(kl_divergence(old_dist, agent.dist(obs)).mean().item() / delta - 1))
+        script.set_flat_params(params, theta_old)
+    assert errors[0] < 0.25 and errors[1] < 0.05 and errors[1] < errors[0] / 4
+
+
+@pytest.mark.parametrize("script", ["npg", "trpo"], indirect=True)
+def test_natural_step_ascends_the_surrogate(script):
+    agent, obs, actions, logprobs, advantages, old_dist = small_policy(script, continuous=False)
+    params = agent.policy_parameters()
+    theta_old = torch.nn.utils.parameters_to_vector(params).detach()
+    step, _ = natural_step(script, agent, obs, actions, logprobs, advantages, old_dist, 1e-4, 20)
+    before = surrogate_of(script, agent, obs, actions, logprobs, advantages)
+    script.set_flat_params(params, theta_old + step)
+    assert surrogate_of(script, agent, obs, actions, logprobs, advantages) > before
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+@pytest.mark.parametrize("script", ["npg", "trpo"], indirect=True)
+def test_zero_gradient_gives_zero_step(script, continuous):
+    agent, obs, actions, logprobs, advantages, old_dist = small_policy(script, continuous)
+    zeros = torch.zeros_like(advantages)
+    step, residual = natural_step(script, agent, obs, actions, logprobs, zeros, old_dist, 0.01)
+    assert torch.equal(step, torch.zeros_like(step)) and residual == 0
+
+
 @pytest.mark.parametrize("continuous", [False, True], ids=["categorical", "gaussian"])
 @pytest.mark.parametrize("script", [npg, trpo], ids=["npg", "trpo"])
 def test_natural_step_solves_the_damped_fisher_system(script, continuous):
@@ -160,6 +340,65 @@ def test_fisher_subsample_builds_F_from_every_kth_state(script):
     assert relative_error(step, steps["right"]) < 1e-3
     if script is npg:
         assert 0.5 * (step @ F @ step).item() == pytest.approx(args.target_kl, rel=1e-6)
+
+
+@pytest.mark.parametrize("env_id", ["ProbeBandit-v0", "ProbeTarget-v0"])
+@pytest.mark.parametrize("module", [npg, trpo], ids=["npg", "trpo"])
+def test_natural_step_meets_the_trust_region(module, env_id, in_tmp, monkeypatch):
+    """npg's step has ½·sᵀFs = δ, so with a small δ the exact KL it logs is δ to within a few percent (a step without
+    the square root, or without the 2, is far off). trpo accepts a step on its first batch, with 0 < KL ≤ δ. Both
+    fail if F is built from a KL whose π_old is not detached: that KL is 0 for every θ, so F = 0."""
+    delta = 1e-3
+    run = train(module, monkeypatch, env_id=env_id, target_kl=delta)
+    (kl,) = run.scalars["losses/kl"]
+    if module is npg:
+        assert 0.8 * delta < kl < 1.25 * delta  # 0.9996·δ (bandit) and 1.025·δ (target) here
+    else:
+        assert run.scalars["charts/line_search_accepted"] == [1.0]
+        assert 0 < kl <= delta
+
+
+# ---- trpo: the line search keeps a step only if it improves inside the trust region, else restores θ_old
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_accepted_line_search_step_improves_within_the_trust_region(continuous):
+    agent, obs, actions, logprobs, advantages, old_dist = small_policy(trpo, continuous)
+    params = agent.policy_parameters()
+    theta_old = torch.nn.utils.parameters_to_vector(params).detach()
+    before = surrogate_of(trpo, agent, obs, actions, logprobs, advantages)
+    delta = 0.01
+    step, _ = natural_step(trpo, agent, obs, actions, logprobs, advantages, old_dist, delta)
+    objective = objective_of(trpo, agent, obs, actions, logprobs, advantages, old_dist)
+    with torch.no_grad():
+        # A step twice too long violates the KL bound at j = 0, so the search must backtrack.
+        accepted, tries, surrogate, kl_found = trpo.line_search(
+            params, theta_old, 2 * step, objective, before, delta, 0.8, 10
+        )
+        kl = kl_divergence(old_dist, agent.dist(obs)).mean()
+    assert accepted and tries > 1
+    surrogate_there, kl_there = objective()
+    assert torch.equal(surrogate, surrogate_there) and torch.equal(kl_found, kl_there), "L and the KL where θ ends"
+    assert kl <= delta and surrogate_of(trpo, agent, obs, actions, logprobs, advantages) > before
+    theta = torch.nn.utils.parameters_to_vector(params)
+    torch.testing.assert_close(theta, theta_old + 0.8 ** (tries - 1) * 2 * step)
+
+
+@pytest.mark.parametrize("how", ["downhill", "zero", "kl_too_small"])
+def test_rejected_line_search_restores_theta_bit_for_bit(how):
+    agent, obs, actions, logprobs, advantages, old_dist = small_policy(trpo, continuous=True)
+    params = agent.policy_parameters()
+    saved = [p.detach().clone() for p in params]
+    theta_old = torch.nn.utils.parameters_to_vector(params).detach()
+    step, _ = natural_step(trpo, agent, obs, actions, logprobs, advantages, old_dist, 0.01)
+    step, delta = {"downhill": (-step, 0.01), "zero": (0 * step, 0.01), "kl_too_small": (step, 1e-12)}[how]
+    objective = objective_of(trpo, agent, obs, actions, logprobs, advantages, old_dist)
+    before = surrogate_of(trpo, agent, obs, actions, logprobs, advantages)
+    with torch.no_grad():
+        accepted, tries, surrogate, kl = trpo.line_search(params, theta_old, step, objective, before, delta, 0.8, 10)
+    assert not accepted and tries == 10
+    assert surrogate == before and kl == 0, "θ_old's L, and a KL of 0"
+    assert all(torch.equal(p, q) for p, q in zip(params, saved, strict=True))
 
 
 def scaled_natural_step(factor: float):
@@ -211,6 +450,62 @@ def test_trpo_rejects_a_descending_step_and_restores_theta_bit_for_bit(continuou
     assert all(torch.equal(p, q) for p, q in zip(agent.policy_parameters(), saved, strict=True))
     assert metrics["losses/kl"] == 0
     assert metrics["losses/policy_loss"].item() == pytest.approx(-surrogate(theta_old).item(), rel=1e-12)
+
+
+def test_line_search_restores_theta_old_when_every_step_fails(in_tmp, monkeypatch):
+    """Reversed, the natural step descends the surrogate at every length the line search tries: it must reject them
+    all and leave θ exactly at θ_old."""
+    natural_gradient_step = trpo.natural_gradient_step
+
+    def reversed_step(*args):
+        step, residual = natural_gradient_step(*args)
+        return -step, residual
+
+    monkeypatch.setattr(trpo, "natural_gradient_step", reversed_step)
+    run = train(trpo, monkeypatch, env_id="ProbeBandit-v0")
+    assert run.scalars["charts/line_search_accepted"] == [0.0]
+    assert run.scalars["charts/line_search_steps"] == [trpo.Args.backtrack_iters]
+    assert run.scalars["losses/kl"] == [0.0]
+    for before, after in zip(run.initial.policy_parameters(), run.agent.policy_parameters(), strict=True):
+        assert torch.equal(before, after)
+
+
+def test_trpo_skips_the_line_search_on_a_non_finite_step(in_tmp, monkeypatch):
+    """NaN advantages give a NaN step: the line search is not even tried, and θ stays θ_old bit for bit."""
+    calls = []
+    monkeypatch.setattr(trpo, "line_search", lambda *args: calls.append(args))
+    monkeypatch.setattr(trpo, "compute_gae", lambda rewards, *_: torch.full_like(rewards, torch.nan))
+    trpo.main(tiny_args(trpo, env_id="Pendulum-v1", total_timesteps=128, save_model=True))
+    assert calls == []
+    assert read_scalars(only_run())["charts/line_search_steps"] == [0.0], "no step was tried"
+    weights = saved_checkpoint()["agent"]
+    for name, weight in initial_agent(trpo, "Pendulum-v1").state_dict().items():
+        assert torch.equal(weights[name], weight), name
+
+
+# ---- ppo_clip: the clipped objective
+
+
+def ratios_and_advantages():
+    """Every combination of r below, inside and above [0.8, 1.2] with Â positive and negative."""
+    r = torch.tensor([0.5, 0.79, 0.9, 1.0, 1.1, 1.21, 1.7], dtype=torch.float64)
+    a = torch.tensor([-2.0, -0.3, 0.4, 1.5], dtype=torch.float64)
+    r, a = torch.meshgrid(r, a, indexing="ij")
+    return r.reshape(-1).clone().requires_grad_(True), a.reshape(-1)
+
+
+def test_clipped_objective_is_the_elementwise_min_and_flat_where_clipped():
+    eps = 0.2
+    r, a = ratios_and_advantages()
+    objective = ppo_clip.clipped_surrogate(r, a, eps)
+    # Closed form: for Â ≥ 0 the objective is min(r, 1+ε)·Â; for Â < 0 it is max(r, 1−ε)·Â.
+    expected = torch.where(a >= 0, torch.clamp(r, max=1 + eps) * a, torch.clamp(r, min=1 - eps) * a)
+    torch.testing.assert_close(objective, expected.detach())
+    (grad,) = torch.autograd.grad(objective.sum(), r)
+    clipped = ((a > 0) & (r > 1 + eps)) | ((a < 0) & (r < 1 - eps))
+    assert clipped.sum() == 8 and (~clipped).sum() == 20
+    assert torch.equal(grad[clipped], torch.zeros(8, dtype=torch.float64))
+    torch.testing.assert_close(grad[~clipped], a[~clipped])
 
 
 def deterministic_minibatches(monkeypatch):
@@ -295,15 +590,55 @@ def test_ppo_clip_sample_clipped_on_its_side_adds_no_gradient(continuous, monkey
     assert far_apart(flat(unclipped), flat(expected)), "the clip must change the gradient on this batch"
 
 
-def flat(tensors) -> torch.Tensor:
-    return torch.cat([t.flatten() for t in tensors])
+def test_clip_range_is_symmetric():
+    """With ε = 0.2, r·Â is capped at 1.2·Â for Â > 0 and at 0.8·Â for Â < 0, and left alone inside [0.8, 1.2]."""
+    ratio = torch.tensor([0.5, 0.9, 1.1, 1.5, 0.5, 0.9, 1.1, 1.5])
+    advantages = torch.tensor([1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0])
+    expected = torch.tensor([0.5, 0.9, 1.1, 1.2, -0.8, -0.9, -1.1, -1.5])
+    torch.testing.assert_close(ppo_clip.clipped_surrogate(ratio, advantages, 0.2), expected)
 
 
-def frozen_copy(dist):
-    """dist with its parameters detached."""
-    if isinstance(dist, Categorical):
-        return Categorical(logits=dist.logits.detach())
-    return Independent(Normal(dist.mean.detach(), dist.stddev.detach()), 1)
+def test_clipped_value_loss_holds_the_critic_back(in_tmp, monkeypatch):
+    """--clip-vloss takes the larger of the unclipped and the clipped squared error, so once V has moved ε toward its
+    target, its gradient is 0: one update moves V(1) from 0.19 only to 0.42 with ε = 0.05 (Adam's momentum carries
+    it past ε), where the unclipped loss takes it to the target of 1. The smaller of the two would not hold it back."""
+    obs = torch.ones(1, 1)
+    defaults = ppo_clip.Args()  # the default 10 epochs × 32 minibatches, as the figures above were measured with
+    overrides = dict(env_id="ProbeConstantReward-v0", clip_coef=0.05)
+    overrides.update(update_epochs=defaults.update_epochs, num_minibatches=defaults.num_minibatches)
+    free = train(ppo_clip, monkeypatch, **overrides)
+    clipped = train(ppo_clip, monkeypatch, clip_vloss=True, **overrides)
+    with torch.no_grad():
+        start, free_end, clipped_end = (agent.value(obs).item() for agent in (free.initial, free.agent, clipped.agent))
+    assert clipped.initial.value(obs).item() == start and 1 - start > 0.5
+    assert free_end == pytest.approx(1.0, abs=0.05)
+    assert 0 < clipped_end - start < 0.5 * (1 - start)
+
+
+def test_target_kl_stops_the_epochs_not_the_training(in_tmp, monkeypatch):
+    """ppo_clip with a tiny --target-kl: the approximate KL of the first epoch's last minibatch exceeds it, so each
+    update stops after one epoch of num_minibatches steps, and training goes on to the next batch."""
+    overrides = dict(env_id="ProbeBandit-v0", total_timesteps=256, update_epochs=4, num_minibatches=4)
+    free = train(ppo_clip, monkeypatch, **overrides)
+    stopped = train(ppo_clip, monkeypatch, target_kl=1e-9, **overrides)
+    assert free.steps == 2 * 4 * 4
+    assert stopped.steps == 2 * 4
+    assert len(stopped.scalars["losses/kl"]) == 2 and len(stopped.batches) == 2
+
+
+# ---- ppo_kl: the KL penalty against π_old, and β's rule
+
+
+@pytest.mark.parametrize("space", [gym.spaces.Discrete(3), gym.spaces.Box(-1.0, 1.0, (2,))], ids=["discrete", "box"])
+def test_minibatch_of_the_batch_distribution_is_the_minibatch_distribution(space):
+    """ppo_kl's π_old on a minibatch, cut from the batch's distribution, is the minibatch's forward pass."""
+    agent = ppo_kl.Agent(4, space)
+    obs, mb = torch.randn(16, 4), torch.tensor([3, 0, 7, 7, 12])
+    with torch.no_grad():
+        cut, direct = ppo_kl.minibatch_of(agent.dist(obs), mb), agent.dist(obs[mb])
+        actions = direct.sample()
+        torch.testing.assert_close(cut.log_prob(actions), direct.log_prob(actions))
+        torch.testing.assert_close(torch.distributions.kl_divergence(cut, direct), torch.zeros(5), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("continuous", [False, True], ids=["categorical", "gaussian"])
@@ -354,6 +689,39 @@ def test_ppo_kl_larger_beta_keeps_the_policy_closer(continuous):
     assert kls[100.0] < 0.5 * kls[0.01], kls
 
 
+@pytest.mark.parametrize(
+    "kl, factor", [(0.02, 2.0), (0.005, 0.5), (0.01, 1.0), (0.0151, 2.0), (0.0066, 0.5), (0.0149, 1.0)]
+)
+def test_beta_rule(kl, factor):
+    assert ppo_kl.update_beta(0.7, kl, 0.01) == 0.7 * factor
+
+
+@pytest.mark.parametrize("adapt", [True, False])
+def test_logged_beta_follows_the_rule(in_tmp, adapt):
+    # lr 0.01 (not the default 3e-4) moves the policy enough in 8 small batches for the KL to cross both thresholds.
+    args = tiny_args(ppo_kl, total_timesteps=1024, init_beta=0.3, adapt_beta=adapt, target_kl=0.003, learning_rate=0.01)
+    ppo_kl.main(args)
+    scalars = read_scalars(only_run())
+    betas, kls = scalars["charts/beta"], scalars["losses/kl"]
+    assert len(betas) == len(kls) == 8 and betas[0] == pytest.approx(0.3)
+    factors = []
+    for beta, d, next_beta in zip(betas, kls, betas[1:], strict=False):
+        expected = 1.0 if not adapt else 2.0 if d > 1.5 * 0.003 else 0.5 if d < 0.003 / 1.5 else 1.0
+        assert next_beta == pytest.approx(beta * expected, rel=1e-6)
+        factors.append(expected)
+    if adapt:
+        assert set(factors) == {0.5, 1.0, 2.0}, "the test should see β halved, kept and doubled"
+
+
+@pytest.mark.parametrize("target_kl, betas", [(1e-6, [1.0, 2.0, 4.0]), (10.0, [1.0, 0.5, 0.25])])
+def test_beta_grows_when_the_kl_overshoots_and_shrinks_when_it_undershoots(in_tmp, monkeypatch, target_kl, betas):
+    run = train(ppo_kl, monkeypatch, env_id="ProbeBandit-v0", total_timesteps=3 * 128, target_kl=target_kl)
+    assert run.scalars["charts/beta"] == betas
+
+
+# ---- All five: one update moves the policy the right way, and only where it should
+
+
 BANDIT_SCRIPTS = ["pg", "npg", "trpo", "ppo_clip", "ppo_kl"]
 
 
@@ -376,3 +744,59 @@ def test_one_update_on_a_bandit_batch_makes_the_better_arm_likelier(name):
     with torch.no_grad():
         after = agent.dist(obs[:1]).probs[0, 1].item()
     assert after > before + 1e-4, (before, after)
+
+
+def test_one_update_makes_the_better_arm_likelier(script, in_tmp, monkeypatch):
+    """ProbeBandit-v0 pays 1 for action 1 and 0 for action 0. The methods that ascend a surrogate L(θ) with L(θ_old) = 0
+    (Â is normalised to mean 0, and r = 1 there) must also log a policy loss −L(θ) below 0 after the update."""
+    run = train(script, monkeypatch, env_id="ProbeBandit-v0")
+    with torch.no_grad():
+        before, after = (agent.dist(torch.ones(1, 1)).probs[0, 1].item() for agent in (run.initial, run.agent))
+    assert after > before
+    assert run.scalars["losses/kl"][0] > 0
+    if script.__name__ != "pg":
+        assert run.scalars["losses/policy_loss"][0] < 0
+
+
+def test_one_update_moves_the_gaussian_log_std(script, in_tmp, monkeypatch):
+    """log σ is a parameter of the policy: every method must move it. On ProbeTarget-v0 too, the methods that ascend a
+    surrogate must log a policy loss below its value of 0 at θ_old."""
+    run = train(script, monkeypatch, env_id="ProbeTarget-v0")
+    assert not torch.equal(run.agent.actor_logstd, run.initial.actor_logstd)
+    if script.__name__ != "pg":
+        assert run.scalars["losses/policy_loss"][0] < 0
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_zero_advantages_leave_the_policy_unchanged(script, in_tmp, monkeypatch, env_id):
+    monkeypatch.setattr(script, "compute_gae", lambda rewards, *_: torch.zeros_like(rewards))
+    script.main(tiny_args(script, env_id=env_id, total_timesteps=256, num_steps=64, save_model=True))
+    weights = saved_checkpoint()["agent"]
+    # ppo_kl's Categorical KL has a zero gradient at θ_old only up to round-off (Σ p_old is 1 ± an ulp), which Adam
+    # scales up into steps of about 5e-4 here; the code before the rewrite drifted by exactly as much.
+    tolerance = 1e-3 if (script.__name__, env_id) == ("ppo_kl", "CartPole-v1") else 0.0
+    for name, weight in initial_agent(script, env_id).state_dict().items():
+        if not name.startswith("critic."):
+            assert torch.allclose(weights[name], weight, rtol=0, atol=tolerance), name
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_non_finite_loss_skips_the_update(script, in_tmp, monkeypatch, capsys, env_id):
+    """NaN advantages make every loss NaN: each update is skipped, so the weights stay the initial ones, a warning is
+    printed and the skips are counted in tensorboard."""
+    monkeypatch.setattr(script, "compute_gae", lambda rewards, *_: torch.full_like(rewards, torch.nan))
+    script.main(tiny_args(script, env_id=env_id, total_timesteps=256, num_steps=64, save_model=True))
+    weights = saved_checkpoint()["agent"]
+    for name, weight in initial_agent(script, env_id).state_dict().items():
+        assert torch.isfinite(weights[name]).all() and torch.equal(weights[name], weight), name
+    assert "updates skipped: non-finite loss or gradient" in capsys.readouterr().out
+    assert read_scalars(only_run())["charts/skipped_updates"][-1] > 0
+
+
+def test_batch_of_one(in_tmp):
+    """One sample: its advantage normalises to 0 instead of NaN (the std of one sample is NaN)."""
+    import pg
+
+    pg.main(tiny_args(pg, total_timesteps=8, num_envs=1, num_steps=1, num_minibatches=1, save_model=True))
+    assert all(torch.isfinite(w).all() for w in saved_checkpoint()["agent"].values())
+    assert read_scalars(only_run())["charts/skipped_updates"][-1] == 0

@@ -6,7 +6,6 @@ repeats the uninterrupted run bit for bit where the restart changes nothing: a d
 end at the checkpoint's step. Steps-v0 is such an env; on any other, the resumed run is another draw of the same run."""
 
 import os
-import shutil
 import signal
 from pathlib import Path
 
@@ -41,6 +40,7 @@ class StepsEnv(gym.Env):
 
 gym.register("Steps-v0", entry_point=StepsEnv, max_episode_steps=8)
 gym.register("BoxSteps-v0", entry_point=StepsEnv, max_episode_steps=8, kwargs={"continuous": True})
+
 
 N = 2  # --save-every; each run is 2N iterations of 2 envs × 16 steps, so every episode ends at an iteration's end
 
@@ -113,39 +113,6 @@ def test_sigint_loses_at_most_save_every_iterations(in_tmp, monkeypatch, capsys)
     assert command_line("ppo_clip", "--resume", str(run / "ppo_clip.model")) is None
     assert capsys.readouterr().out.splitlines()[0].startswith("step       224 |")  # iteration 7 of 12: 7 × 32 steps
     assert only_run() == run and [s for s, _ in events(run)["charts/SPS"]] == [32 * i for i in range(1, 13)]
-
-
-@pytest.fixture
-def saved(in_tmp):
-    """A trpo run of 4 iterations with --save-every 2, and one of pg with --save-model only."""
-    import pg
-    import trpo
-
-    trpo.main(tiny_args(trpo, env_id="Steps-v0", num_steps=16, total_timesteps=128, save_every=2))
-    shutil.move(str(only_run()), "trpo-run")
-    pg.main(tiny_args(pg, env_id="Steps-v0", num_steps=16, total_timesteps=128, save_model=True))
-    shutil.move(str(only_run()), "pg-run")
-    return {"trpo": Path("trpo-run/trpo.model"), "pg": Path("pg-run/pg.model")}
-
-
-@pytest.mark.parametrize(
-    "name, argv, message",
-    [
-        ("trpo", ["--resume", "missing.model"], "--resume missing.model: FileNotFoundError"),
-        ("trpo", ["--resume", "not-a-checkpoint.txt"], "--resume not-a-checkpoint.txt: "),
-        ("pg", ["--resume", "trpo-run/trpo.model"], "it was saved by trpo.py, not by pg.py"),
-        ("pg", ["--resume", "pg-run/pg.model"], "it holds no training state to resume (it was saved without --save"),
-        ("trpo", ["--resume", "trpo-run/trpo.model", "--env-id", "Acrobot-v1"], "--env-id Acrobot-v1 contradicts"),
-        ("trpo", ["--resume", "trpo-run/trpo.model", "--target-kl", "0.05"], "--target-kl 0.05 contradicts the run"),
-        ("trpo", ["--resume", "trpo-run/trpo.model", "--save-every", "0"], "--save-every must be positive, got 0"),
-    ],
-)
-def test_a_bad_resume_stops_with_one_line_and_no_run(saved, name, argv, message):
-    Path("not-a-checkpoint.txt").write_text("hello")
-    before = sorted(Path().rglob("*"))
-    code = command_line(name, *argv)
-    assert isinstance(code, str) and code.startswith(f"{name}: error: ") and message in code and "\n" not in code
-    assert sorted(Path().rglob("*")) == before  # no run folder, no file touched
 
 
 def test_a_resumed_run_keeps_its_arguments_and_takes_the_flags_that_may_change(saved):

@@ -1,12 +1,7 @@
-"""The benchmark harness: commands that reproduce their run, ours and the peers', resuming after a kill, the CSVs and
-the evaluation at the end of each run, a deterministic report that README's numbers come from, and the Slurm backend
-on a real single-node Slurm."""
+"""The benchmark runner: it records each run in the three CSVs, skips recorded runs, resumes a killed one from its
+checkpoint, takes the peers' runs and their evaluation, forgets a run on request, and runs the smoke suite on a real
+single-node Slurm."""
 
-import dataclasses
-import importlib
-import importlib.util
-import inspect
-import json
 import os
 import re
 import shlex
@@ -16,138 +11,11 @@ import socket
 import subprocess
 import sys
 import time
-import typing
 from pathlib import Path
 
 import pytest
 import tyro
-from conftest import unavailable
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-common, peers, report, run = (importlib.import_module(name) for name in ("common", "peers", "report", "run"))
-
-
-def varied(args):
-    """args with every field moved off its default: bools flipped, numbers changed, None replaced, a quote and a
-    space in a string, so that a command that drops or misspells any field fails to round-trip."""
-    hints, changes = typing.get_type_hints(type(args)), {}
-    for field in dataclasses.fields(args):
-        value, kind = getattr(args, field.name), hints[field.name]
-        options = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
-        kind = options[0]
-        if kind is bool:
-            changes[field.name] = not value if value is not None else True
-        elif kind in (int, float):
-            changes[field.name] = kind(value * 3 + 1) if value is not None else kind(2)
-        elif kind is str and field.name not in ("env_id", "device"):
-            changes[field.name] = "a b'c"
-    return dataclasses.replace(args, **changes)
-
-
-@pytest.mark.parametrize("algo", common.SCRIPTS)
-def test_command_round_trips_through_tyro(algo):
-    module = common.load_script(algo)
-    for args in (module.Args(), varied(module.Args())):
-        argv = shlex.split(shlex.join(common.command_argv(algo, args)))
-        assert argv[:2] == ["python", f"{algo}.py"]
-        assert tyro.cli(module.Args, args=argv[2:]) == args
-        for field in dataclasses.fields(args):
-            flag = "--" + field.name.replace("_", "-")
-            assert getattr(args, field.name) is None or flag in argv or "--no-" + flag[2:] in argv
-
-
-def test_the_atari_suite_runs_three_seeds_of_ppo_clip_trpo_and_sb3_ppo_and_one_of_the_others():
-    runs = common.suite_runs("atari", peers=True)
-    seeds = {algo: sorted({r.seed for r in runs if r.algo == algo}) for algo in {r.algo for r in runs}}
-    assert seeds == {
-        "ppo_clip": [1, 2, 3],
-        "trpo": [1, 2, 3],
-        "sb3-ppo": [1, 2, 3],
-        "pg": [1],
-        "npg": [1],
-        "ppo_kl": [1],
-    }
-    assert {r.env_id for r in runs} == {"ALE/Seaquest-v5", "ALE/Breakout-v5"}
-
-
-def test_a_pattern_table_applies_to_every_env_it_matches_under_the_env_s_own(tmp_path):
-    path = tmp_path / "hyperparams.toml"
-    path.write_text('[trpo."ALE/*"]\ntarget_kl = 0.001\nvf_iters = 3\n[trpo."ALE/Pong-v5"]\nvf_iters = 1\n')
-    hyperparams = common.load_hyperparams(path)
-    assert common.overrides_for(hyperparams, "trpo", "ALE/Pong-v5") == {"target_kl": 0.001, "vf_iters": 1}
-    assert common.overrides_for(hyperparams, "trpo", "ALE/Breakout-v5") == {"target_kl": 0.001, "vf_iters": 3}
-    assert common.overrides_for(hyperparams, "trpo", "Hopper-v5") == {}
-
-
-def test_every_suite_builds_with_the_committed_hyperparams():
-    hyperparams = common.load_hyperparams()
-    for suite, spec in common.SUITES.items():
-        runs = common.suite_runs(suite)
-        seeds = sum(len(spec.seeds_of.get(algo, spec.seeds)) for algo in spec.scripts)
-        assert len(runs) == seeds * len(spec.envs)
-        for r in common.suite_runs(suite, peers=True):
-            argv = common.build_command(r, hyperparams)
-            assert argv[argv.index("--total-timesteps") + 1] == str(spec.envs[r.env_id])
-            assert argv[argv.index("--eval-episodes") + 1] == "10"
-            assert ("--save-model" in argv) == (r.algo in common.SCRIPTS)  # a peer always saves and evaluates
-
-
-@pytest.mark.parametrize("peer,env_id", [(name, env) for name, peer in peers.PEERS.items() for env in peer.settings])
-def test_peer_commands_round_trip_through_the_peer_cli(peer, env_id):
-    """The runner's command for a peer parses back, through peers.py's own CLI, to the run with its settings; and
-    every setting is a parameter of the peer's algorithm (a misspelt one would only fail in the run)."""
-    r = common.Run("mujoco", peer, env_id, 3, 12_345)
-    argv = shlex.split(shlex.join(common.build_command(r, {})))
-    assert argv[:2] == ["python", "benchmarks/peers.py"]
-    options = tyro.cli(peers.Options, args=argv[2:])
-    assert (options.peer, options.env_id, options.seed, options.total_timesteps) == (peer, env_id, 3, 12_345)
-    assert json.loads(options.settings) == peers.PEERS[peer].settings[env_id]
-    module, name = peers.PEERS[peer].algorithm.rsplit(".", 1)
-    kwargs = peers.algorithm_kwargs(json.loads(options.settings))
-    assert set(kwargs) <= set(inspect.signature(getattr(importlib.import_module(module), name)).parameters)
-    assert not any(isinstance(value, str) for value in kwargs.values())  # lin_x became a schedule
-
-
-def test_peers_and_peer_names_select_the_peer_rows(capsys):
-    def rows(suite, **selection):
-        return sorted({r.algo for r in common.suite_runs(suite, **selection)}, key=report.ROWS.index)
-
-    ours = list(common.SCRIPTS)
-    assert rows("mujoco") == ours and rows("classic") == ours
-    variants = ["sb3-a2c", "sb3-trpo", "sb3-trpo-defaults", "sb3-ppo", "sb3-ppo-defaults"]
-    assert rows("mujoco", peers=True) == ours + variants
-    assert rows("classic", peers=True) == ours + ["sb3-a2c", "sb3-trpo", "sb3-ppo"]  # rl-zoo's settings only
-    assert rows("mujoco", scripts=["sb3-ppo"]) == ["sb3-ppo"]
-    assert rows("mujoco", scripts=["ppo_clip"], peers=True) == ["ppo_clip", "sb3-ppo", "sb3-ppo-defaults"]
-    assert rows("smoke", peers=True) == ["pg", "ppo_clip", "sb3-a2c", "sb3-ppo"]
-    assert len(common.suite_runs("mujoco", peers=True)) == (5 + 5) * 2 * 5
-    for suite, unknown in (("classic", "sb3-ppo-defaults"), ("mujoco", "sb3-dqn")):
-        with pytest.raises(SystemExit, match="has no script or peer"):
-            common.suite_runs(suite, scripts=[unknown])
-    assert run.main(run.Options(suite="mujoco", scripts=("sb3-trpo",), seeds=(1,), dry_run=True)) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and all(line.startswith("python benchmarks/peers.py --peer sb3-trpo ") for line in lines)
-
-
-def test_hyperparams_apply_to_their_script_and_env_only(tmp_path):
-    path = tmp_path / "hyperparams.toml"
-    path.write_text('[ppo_clip."CartPole-v1"]\nnum-steps = 128\nclip_coef = 0.1\n')
-    hyperparams = common.load_hyperparams(path)
-    (tuned,) = common.suite_runs("smoke", scripts=["ppo_clip"], seeds=[1])
-    argv = common.build_command(tuned, hyperparams)
-    assert argv[argv.index("--num-steps") + 1] == "128" and argv[argv.index("--clip-coef") + 1] == "0.1"
-    assert argv[argv.index("--total-timesteps") + 1] == "2048"
-    (other,) = common.suite_runs("smoke", scripts=["pg"], seeds=[1])
-    assert common.build_command(other, hyperparams) == common.build_command(other, {})
-    bad_tables = ("no_such_flag = 1", "seed = 3", "save_model = false")
-    for bad in [f'[ppo_clip."CartPole-v1"]\n{line}\n' for line in bad_tables] + ["[nope.x]\n", "[sb3-ppo.x]\n"]:
-        path.write_text(bad)
-        with pytest.raises(SystemExit):
-            common.load_hyperparams(path)
-    path.write_text('[ppo_clip."CartPole-v1"]\nnum_steps = "many"\n')
-    with pytest.raises(SystemExit):
-        common.build_command(tuned, common.load_hyperparams(path))
+from conftest import ROOT, common, run, unavailable
 
 
 def smoke_options(tmp_path: Path, row: str) -> run.Options:
@@ -313,120 +181,6 @@ def test_forget_drops_a_run_from_all_three_csvs(tmp_path):
         assert [(row["algo"], row["env_id"], row["seed"]) for row in common.read_csv(path)] == [keep]
 
 
-def episodes(algo: str, env_id: str, seed: int, values) -> list[dict]:
-    """Rows of <suite>.csv: one episode of each return in values, the i-th at step 10·i and second i/10."""
-    return [dict(algo=algo, env_id=env_id, seed=seed, global_step=10 * i, episodic_return=value, episodic_length=10,
-                 wall_seconds=i / 10) for i, value in enumerate(values, 1)]  # fmt: skip
-
-
-def evaluation(algo: str, env_id: str, seed: int, value: float) -> list[dict]:
-    """Rows of <suite>.eval.csv: 10 evaluation episodes, each returning value."""
-    return [dict(algo=algo, env_id=env_id, seed=seed, episode=i, episodic_return=value, episodic_length=10)
-            for i in range(1, 11)]  # fmt: skip
-
-
-def write_results(results_dir: Path, suite: str, training: list[dict], evaluations=(), unfinished=()) -> None:
-    """The suite's three CSVs: every run of training and evaluations is finished (has a command row) except the
-    runs of unfinished, whose episodes are there but which have no command row, so they do not count."""
-    runs = {(row["algo"], row["env_id"], row["seed"]): None for row in [*training, *evaluations]}
-    commands = [dict(zip(("algo", "env_id", "seed"), key, strict=True)) for key in runs]
-    rows = ([*training, *unfinished], commands, list(evaluations))
-    for path, columns, content in zip(common.suite_csvs(results_dir, suite), common.SUITE_COLUMNS, rows, strict=True):
-        common.write_csv(path, columns, content)
-
-
-def synthetic_results(results_dir: Path) -> None:
-    """classic: pg's seed 1 scores 100 over its last 100 episodes and seed 2 scores 200; ppo_clip's seed 1 scores
-    500 from its episode 111 on, so its 20-episode mean first reaches 475 at episode 129 (19 × 500 + 10), step 1290,
-    second 12.9. No evaluation anywhere."""
-    rows = [row for seed, score in ((1, 100.0), (2, 200.0))
-            for row in episodes("pg", "CartPole-v1", seed, [0.0] * 49 + [score] * 101)]  # fmt: skip
-    rows += episodes("ppo_clip", "CartPole-v1", 1, [10.0] * 110 + [500.0] * 40)
-    rows += episodes("ppo_clip", "Pendulum-v1", 3, [-i for i in range(1, 11)])
-    write_results(results_dir, "classic", rows, unfinished=episodes("trpo", "Pendulum-v1", 3, [-1.0]))
-
-
-def needs_matplotlib():
-    if not importlib.util.find_spec("matplotlib"):
-        unavailable("matplotlib is not installed, so no plot is drawn: pip install -r benchmarks/requirements.txt")
-
-
-def test_report_is_deterministic_and_computes_cleanrls_score(tmp_path):
-    synthetic_results(tmp_path)
-    text = report.render(tmp_path, "")
-    assert "| `pg` | 150.0 ± 70.7 (2) | – | – | – | – |" in text  # no evaluation and no peer: –, not a crash
-    assert "| `ppo_clip` | 206.0 (1) | – |" in text  # 40 episodes of 500, 60 of 10; one seed: no std
-    assert "| `ppo_clip` | -5.5 (1) | – |" in text
-    assert "| `pg` | 0/2 | – | – |" in text and "| `ppo_clip` | 1/1 | 1,290 | 12.9 |" in text
-    assert "![classic: Pendulum-v1](classic-Pendulum-v1.png)" in text and "Tianshou" in text
-    assert "| `trpo` |" not in text
-    for out_dir in (tmp_path / "a", tmp_path / "b"):
-        report.main(report.Options(results_dir=tmp_path, out_dir=out_dir))
-        assert (out_dir / "report.md").read_text() == "# Benchmark report\n\n" + text
-    needs_matplotlib()
-    assert (tmp_path / "a" / "classic-CartPole-v1.png").stat().st_size > 0
-
-
-def test_report_sets_each_script_against_the_stronger_variant_of_its_peer(tmp_path):
-    """Both scores of ours and of the peers; ours / peer where both are positive, ours − peer where not; of two
-    variants, the one with the higher training score is compared; what is missing shows as –."""
-    training = episodes("ppo_clip", "Hopper-v5", 1, [300.0] * 100) + episodes("ppo_clip", "Hopper-v5", 2, [100.0])
-    training += episodes("ppo_kl", "Hopper-v5", 1, [50.0]) + episodes("trpo", "Hopper-v5", 1, [10.0])
-    training += episodes("sb3-ppo", "Hopper-v5", 1, [80.0]) + episodes("sb3-ppo-defaults", "Hopper-v5", 1, [100.0])
-    evaluations = evaluation("ppo_clip", "Hopper-v5", 1, 400.0) + evaluation("ppo_clip", "Hopper-v5", 2, 200.0)
-    evaluations += evaluation("sb3-ppo", "Hopper-v5", 1, 100.0) + evaluation("sb3-ppo-defaults", "Hopper-v5", 1, 150.0)
-    write_results(tmp_path, "mujoco", training, evaluations)
-    pendulum = episodes("trpo", "Pendulum-v1", 1, [-200.0]) + episodes("sb3-trpo", "Pendulum-v1", 1, [-300.0])
-    write_results(tmp_path, "classic", pendulum, evaluation("trpo", "Pendulum-v1", 1, -150.0)
-                  + evaluation("sb3-trpo", "Pendulum-v1", 1, -100.0))  # fmt: skip
-    text = report.render(tmp_path, "")
-    row = "| `ppo_clip` | 200.0 ± 141.4 (2) | 300.0 ± 141.4 (2) | `sb3-ppo-defaults` | 2.00× (one seed) | 2.00× "
-    assert row + "(one seed) |" in text
-    assert "| `ppo_kl` | 50.0 (1) | – | `sb3-ppo-defaults` | 0.50× (one seed) | – |" in text
-    assert "| `trpo` | 10.0 (1) | – | – | – | – |" in text  # sb3-trpo has not run on Hopper-v5
-    assert "| `sb3-ppo` | 80.0 (1) | 100.0 (1) |  |  |  |" in text
-    assert "| `sb3-ppo-defaults` | 100.0 (1) | 150.0 (1) |  |  |  |" in text
-    assert "| `trpo` | -200.0 (1) | -150.0 (1) | `sb3-trpo` | +100.0 (one seed) | -50.0 (one seed) |" in text
-    needs_matplotlib()
-    report.main(report.Options(results_dir=tmp_path, out_dir=tmp_path / "report"))
-    assert (tmp_path / "report" / "mujoco-Hopper-v5.png").stat().st_size > 0
-
-
-@pytest.mark.parametrize(
-    "ours, peer, expected",
-    [
-        ([110.0, 112.0, 108.0, 111.0, 109.0], [100.0, 101.0, 99.0], "ahead"),  # 1.10×, seeds far apart
-        ([90.0, 92.0, 88.0], [100.0, 101.0, 99.0], "behind"),
-        ([100.0, 300.0, 200.0], [100.0, 300.0, 150.0], "tied"),  # 1.09×, within the seeds' spread
-        ([500.0] * 5, [500.0] * 3, "tied"),  # all equal: the interval is [1, 1]
-        ([-80.0, -82.0, -81.0], [-90.0, -91.0, -89.0], "ahead"),  # negative returns: the difference, +9.0
-        ([-95.0, -96.0, -94.0], [-90.0, -91.0, -89.0], "behind"),
-    ],
-)
-def test_a_comparison_s_verdict_follows_its_bootstrap_interval(ours, peer, expected):
-    """The interval holds the point, it is a ratio where both means are positive and a difference where not, and the
-    verdict says on which side of 1 (or 0) it lies; it repeats exactly (a fixed seed)."""
-    c = report.compare(ours, peer)
-    assert c.verdict == expected and c.low <= c.point <= c.high
-    assert c.ratio == (min(ours + peer) > 0)
-    assert report.compare(ours, peer) == c
-    cell = report.versus(ours, peer)
-    assert cell.endswith(expected) and ("×" in cell) == c.ratio
-
-
-def test_one_seed_on_a_side_gives_no_interval_and_no_verdict():
-    c = report.compare([120.0], [100.0, 101.0])
-    assert c.verdict == "one seed" and c.low != c.low  # NaN
-    assert report.versus([120.0], [100.0, 101.0]) == "1.19× (one seed)"
-
-
-def test_readme_block_is_the_report_of_the_committed_csvs():
-    """README's numbers come from report.py: after a change to the CSVs, `python benchmarks/report.py --readme`."""
-    readme = (ROOT / "README.md").read_text()
-    assert report.readme_block(readme) == report.render(common.RESULTS, "benchmarks/report/")
-    assert report.replace_block(readme, report.readme_block(readme)) == readme
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -559,10 +313,3 @@ def test_slurm_backend_runs_the_smoke_suite(slurm, tmp_path):
     assert len(common.read_csv(commands_csv)) == 4 and len(common.read_csv(eval_csv)) == 4 * 10
     out = runner()
     assert "4 already recorded" in out and "submit" not in out
-
-
-def test_an_ale_id_names_one_folder_and_one_plot():
-    """An ALE/ id's / would make a folder inside a folder: runs and plots name it with a - instead."""
-    run = common.Run("atari", "ppo_clip", "ALE/Pong-v5", 1, 1000)
-    assert run.folder(Path("work")) == Path("work/atari/ALE-Pong-v5__ppo_clip__1")
-    assert report.curve_file("atari", "ALE/Pong-v5") == "atari-ALE-Pong-v5.png"

@@ -1,0 +1,131 @@
+"""The benchmark report: deterministic, CleanRL's score, each script set against the stronger variant of its peer, a
+bootstrap interval and verdict per comparison, README's block recomputed from the committed CSVs, and one folder and
+plot per ALE id."""
+
+import importlib
+import importlib.util
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, common, report, unavailable
+
+
+def episodes(algo: str, env_id: str, seed: int, values) -> list[dict]:
+    """Rows of <suite>.csv: one episode of each return in values, the i-th at step 10·i and second i/10."""
+    return [dict(algo=algo, env_id=env_id, seed=seed, global_step=10 * i, episodic_return=value, episodic_length=10,
+                 wall_seconds=i / 10) for i, value in enumerate(values, 1)]  # fmt: skip
+
+
+def evaluation(algo: str, env_id: str, seed: int, value: float) -> list[dict]:
+    """Rows of <suite>.eval.csv: 10 evaluation episodes, each returning value."""
+    return [dict(algo=algo, env_id=env_id, seed=seed, episode=i, episodic_return=value, episodic_length=10)
+            for i in range(1, 11)]  # fmt: skip
+
+
+def write_results(results_dir: Path, suite: str, training: list[dict], evaluations=(), unfinished=()) -> None:
+    """The suite's three CSVs: every run of training and evaluations is finished (has a command row) except the
+    runs of unfinished, whose episodes are there but which have no command row, so they do not count."""
+    runs = {(row["algo"], row["env_id"], row["seed"]): None for row in [*training, *evaluations]}
+    commands = [dict(zip(("algo", "env_id", "seed"), key, strict=True)) for key in runs]
+    rows = ([*training, *unfinished], commands, list(evaluations))
+    for path, columns, content in zip(common.suite_csvs(results_dir, suite), common.SUITE_COLUMNS, rows, strict=True):
+        common.write_csv(path, columns, content)
+
+
+def synthetic_results(results_dir: Path) -> None:
+    """classic: pg's seed 1 scores 100 over its last 100 episodes and seed 2 scores 200; ppo_clip's seed 1 scores
+    500 from its episode 111 on, so its 20-episode mean first reaches 475 at episode 129 (19 × 500 + 10), step 1290,
+    second 12.9. No evaluation anywhere."""
+    rows = [row for seed, score in ((1, 100.0), (2, 200.0))
+            for row in episodes("pg", "CartPole-v1", seed, [0.0] * 49 + [score] * 101)]  # fmt: skip
+    rows += episodes("ppo_clip", "CartPole-v1", 1, [10.0] * 110 + [500.0] * 40)
+    rows += episodes("ppo_clip", "Pendulum-v1", 3, [-i for i in range(1, 11)])
+    write_results(results_dir, "classic", rows, unfinished=episodes("trpo", "Pendulum-v1", 3, [-1.0]))
+
+
+def needs_matplotlib():
+    if not importlib.util.find_spec("matplotlib"):
+        unavailable("matplotlib is not installed, so no plot is drawn: pip install -r benchmarks/requirements.txt")
+
+
+def test_report_is_deterministic_and_computes_cleanrls_score(tmp_path):
+    synthetic_results(tmp_path)
+    text = report.render(tmp_path, "")
+    assert "| `pg` | 150.0 ± 70.7 (2) | – | – | – | – |" in text  # no evaluation and no peer: –, not a crash
+    assert "| `ppo_clip` | 206.0 (1) | – |" in text  # 40 episodes of 500, 60 of 10; one seed: no std
+    assert "| `ppo_clip` | -5.5 (1) | – |" in text
+    assert "| `pg` | 0/2 | – | – |" in text and "| `ppo_clip` | 1/1 | 1,290 | 12.9 |" in text
+    assert "![classic: Pendulum-v1](classic-Pendulum-v1.png)" in text and "Tianshou" in text
+    assert "| `trpo` |" not in text
+    for out_dir in (tmp_path / "a", tmp_path / "b"):
+        report.main(report.Options(results_dir=tmp_path, out_dir=out_dir))
+        assert (out_dir / "report.md").read_text() == "# Benchmark report\n\n" + text
+    needs_matplotlib()
+    assert (tmp_path / "a" / "classic-CartPole-v1.png").stat().st_size > 0
+
+
+def test_report_sets_each_script_against_the_stronger_variant_of_its_peer(tmp_path):
+    """Both scores of ours and of the peers; ours / peer where both are positive, ours − peer where not; of two
+    variants, the one with the higher training score is compared; what is missing shows as –."""
+    training = episodes("ppo_clip", "Hopper-v5", 1, [300.0] * 100) + episodes("ppo_clip", "Hopper-v5", 2, [100.0])
+    training += episodes("ppo_kl", "Hopper-v5", 1, [50.0]) + episodes("trpo", "Hopper-v5", 1, [10.0])
+    training += episodes("sb3-ppo", "Hopper-v5", 1, [80.0]) + episodes("sb3-ppo-defaults", "Hopper-v5", 1, [100.0])
+    evaluations = evaluation("ppo_clip", "Hopper-v5", 1, 400.0) + evaluation("ppo_clip", "Hopper-v5", 2, 200.0)
+    evaluations += evaluation("sb3-ppo", "Hopper-v5", 1, 100.0) + evaluation("sb3-ppo-defaults", "Hopper-v5", 1, 150.0)
+    write_results(tmp_path, "mujoco", training, evaluations)
+    pendulum = episodes("trpo", "Pendulum-v1", 1, [-200.0]) + episodes("sb3-trpo", "Pendulum-v1", 1, [-300.0])
+    write_results(tmp_path, "classic", pendulum, evaluation("trpo", "Pendulum-v1", 1, -150.0)
+                  + evaluation("sb3-trpo", "Pendulum-v1", 1, -100.0))  # fmt: skip
+    text = report.render(tmp_path, "")
+    row = "| `ppo_clip` | 200.0 ± 141.4 (2) | 300.0 ± 141.4 (2) | `sb3-ppo-defaults` | 2.00× (one seed) | 2.00× "
+    assert row + "(one seed) |" in text
+    assert "| `ppo_kl` | 50.0 (1) | – | `sb3-ppo-defaults` | 0.50× (one seed) | – |" in text
+    assert "| `trpo` | 10.0 (1) | – | – | – | – |" in text  # sb3-trpo has not run on Hopper-v5
+    assert "| `sb3-ppo` | 80.0 (1) | 100.0 (1) |  |  |  |" in text
+    assert "| `sb3-ppo-defaults` | 100.0 (1) | 150.0 (1) |  |  |  |" in text
+    assert "| `trpo` | -200.0 (1) | -150.0 (1) | `sb3-trpo` | +100.0 (one seed) | -50.0 (one seed) |" in text
+    needs_matplotlib()
+    report.main(report.Options(results_dir=tmp_path, out_dir=tmp_path / "report"))
+    assert (tmp_path / "report" / "mujoco-Hopper-v5.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "ours, peer, expected",
+    [
+        ([110.0, 112.0, 108.0, 111.0, 109.0], [100.0, 101.0, 99.0], "ahead"),  # 1.10×, seeds far apart
+        ([90.0, 92.0, 88.0], [100.0, 101.0, 99.0], "behind"),
+        ([100.0, 300.0, 200.0], [100.0, 300.0, 150.0], "tied"),  # 1.09×, within the seeds' spread
+        ([500.0] * 5, [500.0] * 3, "tied"),  # all equal: the interval is [1, 1]
+        ([-80.0, -82.0, -81.0], [-90.0, -91.0, -89.0], "ahead"),  # negative returns: the difference, +9.0
+        ([-95.0, -96.0, -94.0], [-90.0, -91.0, -89.0], "behind"),
+    ],
+)
+def test_a_comparison_s_verdict_follows_its_bootstrap_interval(ours, peer, expected):
+    """The interval holds the point, it is a ratio where both means are positive and a difference where not, and the
+    verdict says on which side of 1 (or 0) it lies; it repeats exactly (a fixed seed)."""
+    c = report.compare(ours, peer)
+    assert c.verdict == expected and c.low <= c.point <= c.high
+    assert c.ratio == (min(ours + peer) > 0)
+    assert report.compare(ours, peer) == c
+    cell = report.versus(ours, peer)
+    assert cell.endswith(expected) and ("×" in cell) == c.ratio
+
+
+def test_one_seed_on_a_side_gives_no_interval_and_no_verdict():
+    c = report.compare([120.0], [100.0, 101.0])
+    assert c.verdict == "one seed" and c.low != c.low  # NaN
+    assert report.versus([120.0], [100.0, 101.0]) == "1.19× (one seed)"
+
+
+def test_readme_block_is_the_report_of_the_committed_csvs():
+    """README's numbers come from report.py: after a change to the CSVs, `python benchmarks/report.py --readme`."""
+    readme = (ROOT / "README.md").read_text()
+    assert report.readme_block(readme) == report.render(common.RESULTS, "benchmarks/report/")
+    assert report.replace_block(readme, report.readme_block(readme)) == readme
+
+
+def test_an_ale_id_names_one_folder_and_one_plot():
+    """An ALE/ id's / would make a folder inside a folder: runs and plots name it with a - instead."""
+    run = common.Run("atari", "ppo_clip", "ALE/Pong-v5", 1, 1000)
+    assert run.folder(Path("work")) == Path("work/atari/ALE-Pong-v5__ppo_clip__1")
+    assert report.curve_file("atari", "ALE/Pong-v5") == "atari-ALE-Pong-v5.png"
