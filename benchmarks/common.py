@@ -49,6 +49,7 @@ HARNESS_FLAGS = dict(save_model=True, eval_episodes=EVAL_EPISODES)
 EPISODE_COLUMNS = ("algo", "env_id", "seed", "global_step", "episodic_return", "episodic_length", "wall_seconds")
 COMMAND_COLUMNS = ("algo", "env_id", "seed", "episodes", "wall_seconds", "command", "resumed_at")
 EVAL_COLUMNS = ("algo", "env_id", "seed", "episode", "episodic_return", "episodic_length")
+RANDOM_COLUMNS = ("env_id", "episode", "episodic_return", "episodic_length")  # results/<suite>.random.csv
 # What our scripts' `evaluate` and peers.py print for each episode of the evaluation.
 EVAL_LINE = re.compile(r"^eval episode (\d+): return (\S+) in (\d+) steps(?: \(truncated\))?$", re.MULTILINE)
 SPEED_COLUMNS = ("name", "env_id", "steps", "sps", "raw_sps_before", "raw_sps_after", "peak_mib", "cpu")

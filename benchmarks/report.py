@@ -52,6 +52,14 @@ ANCHORS = """Published figures at 1M steps, for orientation only: env versions, 
 | CleanRL `ppo_continuous_action` | 2383 ± 272 | 1443 ± 46 | CleanRL docs, v4 envs, 3 seeds, last 100 training episodes |
 | sb3-contrib TRPO | 3372 ± 215 | 1803 ± 46 | sb3-contrib docs, v3 envs, 3 seeds |
 | rl-zoo PPO / TRPO | 2410 / 3618 | 5819 / 1785 | rl-baselines3-zoo benchmark.md, v3 envs, 1 seed, deterministic evaluation |
+
+On Atari, at 250k agent steps (1M frames), the same caveat: the games differ in version, and the scores in what an \
+episode is.
+
+| | Breakout | Seaquest | source and metric |
+|---|---|---|---|
+| OpenAI Baselines ppo2 / trpo_mpi | 6.7 / 3.1 | 342 / 223 (first 100k-step bin), 740 / 487 (500k) | Baselines' Atari benchmark, read off its plots (issue 26): v4 envs without sticky actions, a lost life ends the episode, 6 runs |
+| random play | 1.7 | 68.4 | Mnih et al. 2015 (Nature DQN)'s random agent, as issue 26 quotes it: ALE without sticky actions, up to 30 no-op starts |
 """  # noqa: E501
 
 
@@ -71,6 +79,8 @@ class Results(NamedTuple):
     """(algo, env_id, seed) → the run's training episodes, in step order"""
     evals: dict[tuple, list[dict]]
     """(algo, env_id, seed) → the episodes of the run's evaluation"""
+    random: dict[str, list[float]]
+    """env_id → the returns of a random policy's episodes there (random_policy.py), where measured"""
 
 
 def load(results_dir: Path) -> dict[str, Results]:
@@ -85,9 +95,12 @@ def load(results_dir: Path) -> dict[str, Results]:
             for row in read_csv(path):
                 if (row["algo"], row["env_id"], row["seed"]) in recorded:
                     rows[row["algo"], row["env_id"], int(row["seed"])].append(row)
+        random = defaultdict(list)
+        for row in read_csv(results_dir / f"{suite}.random.csv"):
+            random[row["env_id"]].append(float(row["episodic_return"]))
         if runs:
             runs = {key: sorted(rows, key=lambda row: int(row["global_step"])) for key, rows in runs.items()}
-            suites[suite] = Results(runs, dict(evals))
+            suites[suite] = Results(runs, dict(evals), dict(random))
     return suites
 
 
@@ -219,6 +232,9 @@ def env_table(suite: str, results: Results, env_id: str) -> str:
         else:
             cells += ["", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
+    if random := results.random.get(env_id):
+        score = f"{np.mean(random):.1f} ± {np.std(random, ddof=1):.1f} over {len(random)} episodes"
+        lines += ["", f"A uniformly random policy on the same env: {score} (`benchmarks/random_policy.py`)."]
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT, common, report, unavailable
 
@@ -129,3 +130,19 @@ def test_an_ale_id_names_one_folder_and_one_plot():
     run = common.Run("atari", "ppo_clip", "ALE/Pong-v5", 1, 1000)
     assert run.folder(Path("work")) == Path("work/atari/ALE-Pong-v5__ppo_clip__1")
     assert report.curve_file("atari", "ALE/Pong-v5") == "atari-ALE-Pong-v5.png"
+
+
+def test_a_random_policy_s_score_goes_under_its_env_s_table(tmp_path):
+    """random_policy.py plays the suite's envs as the scripts make them (CartPole: a return of 1 a step), and the
+    report gives each env's mean and sample std under its table; an env it did not play gets no line."""
+    random_policy = importlib.import_module("random_policy")
+    random_policy.main(random_policy.Options(suite="classic", episodes=3, results_dir=tmp_path))
+    rows = [row for row in common.read_csv(tmp_path / "classic.random.csv") if row["env_id"] == "CartPole-v1"]
+    returns = [float(row["episodic_return"]) for row in rows]
+    assert [int(row["episode"]) for row in rows] == [1, 2, 3] and len(set(returns)) > 1
+    assert returns == [float(row["episodic_length"]) for row in rows]
+    synthetic_results(tmp_path)
+    text = report.render(tmp_path, "")
+    line = f"A uniformly random policy on the same env: {np.mean(returns):.1f} ± {np.std(returns, ddof=1):.1f} over 3"
+    cartpole = text[text.index("Suite `classic`, CartPole-v1") : text.index("Suite `classic`, Pendulum-v1")]
+    assert line in cartpole and text.count("A uniformly random policy") == 2  # CartPole and Pendulum; Acrobot unrun
