@@ -214,7 +214,7 @@ def plant(old: str, new: str, folder: Path) -> list[str]:
 
 
 def run(name: str, timeout: float) -> tuple[str, str]:
-    """('killed' or 'survived', the first failing test or why) for one mutant."""
+    """('killed' or 'survived', the failing tests or why) for one mutant."""
     old, new = MUTANTS[name]
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
@@ -232,7 +232,8 @@ def run(name: str, timeout: float) -> tuple[str, str]:
         failed = [line[len("FAILED ") :] for line in result.stdout.splitlines() if line.startswith("FAILED")]
         if result.returncode == 0:
             return "survived", result.stdout.strip().splitlines()[-1]
-        return "killed", failed[0] if failed else result.stdout.strip().splitlines()[-1][:120]
+        # With -x and two workers, the test the other worker was running when the first failed may be listed too.
+        return "killed", "; ".join(failed[:3]) if failed else result.stdout.strip().splitlines()[-1][:120]
 
 
 def main() -> None:
