@@ -3,6 +3,7 @@
     python tests/mutants.py                  # every mutant below, one at a time, about 1 min each (most die sooner)
     python tests/mutants.py --only "GAE"     # those whose name contains GAE
     python tests/mutants.py --list           # the names, and in how many scripts each one is planted
+    python tests/mutants.py --only "GAE" --full   # every test that fails on them, not the first few
 
 Each mutant is a piece of text and its buggy replacement. It is planted in a copy of the repository, in every script
 whose text holds it (the plumbing and the shared math are one text in all five, so a shared bug is planted in all five,
@@ -213,7 +214,7 @@ def plant(old: str, new: str, folder: Path) -> list[str]:
     return planted
 
 
-def run(name: str, timeout: float) -> tuple[str, str]:
+def run(name: str, timeout: float, full: bool = False) -> tuple[str, str]:
     """('killed' or 'survived', the failing tests or why) for one mutant."""
     old, new = MUTANTS[name]
     with tempfile.TemporaryDirectory() as folder:
@@ -222,7 +223,8 @@ def run(name: str, timeout: float) -> tuple[str, str]:
         shutil.copytree(ROOT, folder, dirs_exist_ok=True, ignore=ignore)
         if not plant(old, new, folder):
             raise SystemExit(f"mutant {name!r}: its text is in no script; update the list")
-        command = [sys.executable, "-m", "pytest", "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider", "-n", "2"]
+        command = [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider", "-n", "2"]
+        command += [] if full else ["-x"]
         command += [f"--ignore={path}" for path in TEXT_TESTS]
         command += [f"--basetemp={folder / '.pytest-tmp'}"]  # not pytest's shared folder, which another run may clean
         try:
@@ -233,7 +235,10 @@ def run(name: str, timeout: float) -> tuple[str, str]:
         if result.returncode == 0:
             return "survived", result.stdout.strip().splitlines()[-1]
         # With -x and two workers, the test the other worker was running when the first failed may be listed too.
-        return "killed", "; ".join(failed[:3]) if failed else result.stdout.strip().splitlines()[-1][:120]
+        shown = failed if full else failed[:3]
+        return "killed", f"{len(failed)} failed: " + "; ".join(shown) if failed else result.stdout.strip().splitlines()[
+            -1
+        ][:120]
 
 
 def main() -> None:
@@ -241,6 +246,9 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run the mutants whose name contains this")
     parser.add_argument("--list", action="store_true", help="list the mutants and where each is planted")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds; a suite that runs longer kills it")
+    parser.add_argument(
+        "--full", action="store_true", help="run the whole suite on each mutant, and list every failure"
+    )
     args = parser.parse_args()
     names = [name for name in MUTANTS if args.only in name]
     if args.list:
@@ -253,7 +261,7 @@ def main() -> None:
     survivors = []
     for i, name in enumerate(names, 1):
         start = time.time()
-        verdict, detail = run(name, args.timeout)
+        verdict, detail = run(name, args.timeout, args.full)
         print(f"[{i}/{len(names)}] {verdict:8} {name} ({time.time() - start:.0f} s): {detail}", flush=True)
         survivors += [name] if verdict == "survived" else []
     print(f"\n{len(names) - len(survivors)} of {len(names)} killed; survivors: {survivors or 'none'}")

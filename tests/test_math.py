@@ -168,3 +168,35 @@ def test_reward_scale_is_the_std_of_the_discounted_return(script):
     mean, var = normalizer.stats["return"].mean, normalizer.stats["return"].var
     np.testing.assert_allclose([mean, var], [returns.mean(), returns.var()], rtol=1e-3)
     np.testing.assert_allclose(scaled[-1], rewards[-1] / np.sqrt(returns.var() + 1e-8), rtol=1e-3)
+
+
+# ---- The optimizer step and the metrics every script logs
+
+
+def test_guarded_step_clips_the_global_gradient_norm(script):
+    """A gradient (3, 4), of norm 5, clipped to norm 1: plain SGD at lr 1 moves θ by −(0.6, 0.8), and without a limit
+    by the whole gradient; a non-finite loss moves nothing and returns False."""
+    theta = torch.nn.Parameter(torch.zeros(2))
+    optimizer, gradient = torch.optim.SGD([theta], lr=1.0), torch.tensor([3.0, 4.0])
+    assert script.guarded_step(optimizer, (gradient * theta).sum(), max_grad_norm=1.0)
+    torch.testing.assert_close(theta.detach(), torch.tensor([-0.6, -0.8]))
+    assert not script.guarded_step(optimizer, (gradient * theta).sum() * torch.nan, max_grad_norm=1.0)
+    torch.testing.assert_close(theta.detach(), torch.tensor([-0.6, -0.8]))
+    assert script.guarded_step(optimizer, (gradient * theta).sum())
+    torch.testing.assert_close(theta.detach(), torch.tensor([-3.6, -4.8]))
+
+
+def test_shared_metrics_are_the_value_loss_entropy_and_explained_variance(script):
+    """Over the batch: (V_new − R̂)² of the new values, the new policy's entropy, and 1 − Var(R̂ − V)/Var(R̂) of the
+    values before the update (NaN where R̂ does not vary)."""
+    returns, values = torch.tensor([1.0, 2.0, 3.0, 6.0]), torch.tensor([1.5, 1.5, 3.5, 5.0])
+    zeros = torch.zeros(4)
+    batch = script.Batch(zeros, zeros, zeros, returns - values, returns, values, None)
+    uniform = torch.distributions.Categorical(logits=torch.zeros(4, 3))
+    metrics = script.shared_metrics(batch, uniform, torch.tensor([1.0, 2.0, 3.0, 5.0]))
+    assert metrics["losses/value_loss"].item() == pytest.approx(0.25)
+    assert metrics["losses/entropy"].item() == pytest.approx(math.log(3))
+    explained = 1 - np.var([-0.5, 0.5, -0.5, 1.0], ddof=1) / np.var([1.0, 2.0, 3.0, 6.0], ddof=1)
+    assert float(metrics["losses/explained_variance"]) == pytest.approx(explained) and explained > 0.5
+    flat = script.Batch(zeros, zeros, zeros, zeros, torch.ones(4), values, None)
+    assert math.isnan(script.shared_metrics(flat, uniform, values)["losses/explained_variance"])

@@ -44,6 +44,21 @@ def test_gae_sees_the_true_successor_of_every_step(script, in_tmp, monkeypatch):
     torch.testing.assert_close(advantages[done], td_errors[done])  # nothing reaches back from the next episode
 
 
+def test_each_rollout_continues_where_the_last_one_ended(script, in_tmp, monkeypatch):
+    """Counter-v0's obs is [episode id, step]: the second rollout starts from the first one's last observation, where
+    the envs are, not from the observation the run started with."""
+    run = train(script, monkeypatch, env_id="Counter-v0", num_envs=2, num_steps=5, total_timesteps=20)
+    first, second = run.batches
+    assert torch.equal(second.obs[0], first.last_obs) and not torch.equal(second.obs[0], first.obs[0])
+
+
+@pytest.mark.parametrize("script", ["pg", "ppo_clip", "ppo_kl"], indirect=True)
+def test_the_learning_rate_decays_linearly_from_its_full_value(script, in_tmp, monkeypatch):
+    """--anneal-lr: iteration i of N runs at lr·(1 − (i − 1)/N): the first at lr itself, none at 0."""
+    run = train(script, monkeypatch, total_timesteps=4 * 2 * 64, learning_rate=0.01)
+    assert run.scalars["charts/learning_rate"] == pytest.approx([0.01, 0.0075, 0.005, 0.0025])
+
+
 def test_zero_advantages_leave_the_critic_unchanged(script, in_tmp, monkeypatch):
     """With Â = 0 the critic's targets R̂ = Â + V are its own values, so its loss has a zero gradient."""
     monkeypatch.setattr(script, "compute_gae", lambda rewards, *_: torch.zeros_like(rewards))
