@@ -234,11 +234,10 @@ def run(name: str, timeout: float, full: bool = False) -> tuple[str, str]:
         failed = [line[len("FAILED ") :] for line in result.stdout.splitlines() if line.startswith("FAILED")]
         if result.returncode == 0:
             return "survived", result.stdout.strip().splitlines()[-1]
+        if not failed:  # an error outside the tests: collection, import
+            return "killed", result.stdout.strip().splitlines()[-1][:120]
         # With -x and two workers, the test the other worker was running when the first failed may be listed too.
-        shown = failed if full else failed[:3]
-        return "killed", f"{len(failed)} failed: " + "; ".join(shown) if failed else result.stdout.strip().splitlines()[
-            -1
-        ][:120]
+        return "killed", f"{len(failed)} failed: " + "; ".join(failed if full else failed[:3])
 
 
 def main() -> None:
@@ -246,9 +245,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run the mutants whose name contains this")
     parser.add_argument("--list", action="store_true", help="list the mutants and where each is planted")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds; a suite that runs longer kills it")
-    parser.add_argument(
-        "--full", action="store_true", help="run the whole suite on each mutant, and list every failure"
-    )
+    parser.add_argument("--full", action="store_true", help="the whole suite on each mutant; list every failure")
     args = parser.parse_args()
     names = [name for name in MUTANTS if args.only in name]
     if args.list:
