@@ -99,7 +99,7 @@ class Args:
 
     def rules(self) -> dict[str, tuple[bool, str]]:
         """Each flag's range, as check_args applies it before anything runs: whether the value is in it, and the
-        range in words. None turns --save-every and --target-kl off."""
+        range in words. A flag that may be None (off) passes with it."""
         batch = self.num_envs * self.num_steps
         positive = ["total_timesteps", "num_envs", "num_steps", "eval_episodes", "save_every", "learning_rate"]
         positive += ["update_epochs", "max_grad_norm", "init_beta", "target_kl"]
@@ -108,7 +108,8 @@ class Args:
         rules["gae_lambda"] = (0 <= self.gae_lambda <= 1, "in [0, 1]")
         rules["log_std_init"] = (math.isfinite(self.log_std_init), "finite")
         rules["num_minibatches"] = (0 < 2 * self.num_minibatches <= batch, f"at most {batch // 2} (2+ samples each)")
-        devices = {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.mps.is_available()}
+        devices = {"auto": True, "cpu": True, "cuda": torch.cuda.is_available()}
+        devices["mps"] = torch.backends.mps.is_available()
         here = ", ".join(name for name, ok in devices.items() if ok)
         rules["device"] = (devices.get(self.device), f"one of {here} here")
         return rules
@@ -308,9 +309,9 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: Batch, args: A
 def main(args: Args) -> list[float]:
     """Trains (with --resume, on from a checkpoint), or with --eval-checkpoint evaluates, and returns the episodic
     returns in the order they ended."""
-    if error := check_args(args):
-        raise SystemExit(f"{args.exp_name}: error: {error}")
     args, checkpoint = resumed_args(args) if args.resume else (args, None)
+    if error := check_args(args):  # resumed: the saved arguments, with those that may change
+        raise SystemExit(f"{args.exp_name}: error: {error}")
     auto = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     device = torch.device(auto if args.device == "auto" else args.device)
     if args.eval_checkpoint:
@@ -397,7 +398,11 @@ def make_env(env_id: str, num_envs: int, video_folder: str | None = None, time_l
         env = make_one(env_id, render_mode="rgb_array") if video_folder and index == 0 else make_one(env_id)
         if time_limit and env.spec.max_episode_steps is None:
             env = gym.wrappers.TimeLimit(env, time_limit)
-        return gym.wrappers.RecordVideo(env, video_folder) if video_folder and index == 0 else env
+        try:
+            return gym.wrappers.RecordVideo(env, video_folder) if video_folder and index == 0 else env
+        except Exception:  # no moviepy, or no renderer: the env made above is closed before the error goes on
+            env.close()
+            raise
 
     envs = gym.vector.SyncVectorEnv(
         [partial(make, i) for i in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
@@ -656,7 +661,7 @@ def check_args(args: Args) -> str | None:
     for name, (allowed, rule) in args.rules().items():
         if not allowed:
             return f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}"
-    if args.eval_checkpoint or args.resume:  # the checkpoint's env is made, and so checked, when it is loaded
+    if args.eval_checkpoint:  # the env is the checkpoint's, made (and so checked) when it is loaded
         return None
     try:  # gymnasium's, torch's and build's own errors say what is missing or not supported
         with tempfile.TemporaryDirectory() if args.capture_video else contextlib.nullcontext() as folder:
@@ -664,7 +669,7 @@ def check_args(args: Args) -> str | None:
                 build(args, envs, torch.device("cpu"))
                 envs.reset(seed=0)
     except Exception as e:
-        return f"cannot run --env-id {args.env_id}: {first_line(e)}"
+        return f"cannot run --env-id {args.env_id}{' with --capture-video' * args.capture_video}: {first_line(e)}"
     return None
 
 

@@ -6,6 +6,7 @@ mean under its table.
     python benchmarks/random_policy.py --suite atari    # 30 episodes per env: about a minute here
 """
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,16 +26,16 @@ class Options:
 
 def play(env_id: str, episodes: int) -> list[dict]:
     """The return and length of each of episodes episodes of uniformly random actions on env_id."""
-    env, rows = load_script("ppo_clip").make_one(env_id), []
-    for episode in range(1, episodes + 1):
-        env.reset(seed=episode)
-        env.action_space.seed(episode)
-        total, length, done = 0.0, 0, False
-        while not done:
-            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-            total, length, done = total + float(reward), length + 1, terminated or truncated
-        rows.append(dict(env_id=env_id, episode=episode, episodic_return=total, episodic_length=length))
-    env.close()
+    rows = []
+    with contextlib.closing(load_script("ppo_clip").make_one(env_id)) as env:
+        for episode in range(1, episodes + 1):
+            env.reset(seed=episode)
+            env.action_space.seed(episode)
+            total, length, done = 0.0, 0, False
+            while not done:
+                _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+                total, length, done = total + float(reward), length + 1, terminated or truncated
+            rows.append(dict(env_id=env_id, episode=episode, episodic_return=total, episodic_length=length))
     return rows
 
 

@@ -5,6 +5,7 @@ import importlib
 import os
 import runpy
 import shutil
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,15 @@ def pytest_collection_modifyitems(items):
         return 0 if item.get_closest_marker("slow") else 1
 
     items.sort(key=rank)
+
+
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt, as in a shell, for the tests that send it to their own process: a process
+    started in the background (nohup, a detached job) ignores SIGINT, and so would pytest and its workers."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def unavailable(reason: str):

@@ -1,6 +1,6 @@
 """Planted bugs, and whether the behavioural tests catch them: a mutation round that reruns with one command.
 
-    python tests/mutants.py                  # every mutant below, one at a time, about 1 min each (most die sooner)
+    python tests/mutants.py                  # the suite as it is, then every mutant below, one at a time: about 40 min
     python tests/mutants.py --only "GAE"     # those whose name contains GAE
     python tests/mutants.py --list           # the names, and in how many scripts each one is planted
     python tests/mutants.py --only "GAE" --full   # every test that fails on them, not the first few
@@ -214,14 +214,13 @@ def plant(old: str, new: str, folder: Path) -> list[str]:
     return planted
 
 
-def run(name: str, timeout: float, full: bool = False) -> tuple[str, str]:
-    """('killed' or 'survived', the failing tests or why) for one mutant."""
-    old, new = MUTANTS[name]
+def run(name: str | None, timeout: float, full: bool = False) -> tuple[str, str]:
+    """('killed' or 'survived', the failing tests or why) for one mutant; for None, of the code as it is."""
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         ignore = shutil.ignore_patterns(".git", ".venv", "runs", "work", "__pycache__", ".pytest_cache", ".ruff_cache")
         shutil.copytree(ROOT, folder, dirs_exist_ok=True, ignore=ignore)
-        if not plant(old, new, folder):
+        if name is not None and not plant(*MUTANTS[name], folder):
             raise SystemExit(f"mutant {name!r}: its text is in no script; update the list")
         command = [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider", "-n", "2"]
         command += [] if full else ["-x"]
@@ -232,10 +231,11 @@ def run(name: str, timeout: float, full: bool = False) -> tuple[str, str]:
         except subprocess.TimeoutExpired:
             return "killed", f"ran past {timeout:.0f} s"
         failed = [line[len("FAILED ") :] for line in result.stdout.splitlines() if line.startswith("FAILED")]
+        last = (result.stdout.strip() or result.stderr.strip() or "no output").splitlines()[-1][:120]
         if result.returncode == 0:
-            return "survived", result.stdout.strip().splitlines()[-1]
-        if not failed:  # an error outside the tests: collection, import
-            return "killed", result.stdout.strip().splitlines()[-1][:120]
+            return "survived", last
+        if not failed:  # an error outside the tests: collection, import, a missing plugin
+            return "killed", last
         # With -x and two workers, the test the other worker was running when the first failed may be listed too.
         return "killed", f"{len(failed)} failed: " + "; ".join(failed if full else failed[:3])
 
@@ -255,6 +255,9 @@ def main() -> None:
                     shutil.copy(ROOT / f"{script}.py", folder)
                 print(f"{name}: {', '.join(plant(*MUTANTS[name], Path(folder))) or 'NOWHERE'}")
         return
+    verdict, detail = run(None, args.timeout, full=True)  # a suite that fails here would kill every mutant
+    if verdict != "survived":
+        raise SystemExit(f"the suite fails without a mutant, so it cannot judge one: {detail}")
     survivors = []
     for i, name in enumerate(names, 1):
         start = time.time()

@@ -37,7 +37,8 @@ BAD_ARGS = [
     (dict(device="tpu"), "--device"),
     (dict(eval_episodes=0), "--eval-episodes"),
     (dict(log_std_init=math.nan), "--log-std-init"),
-    (dict(capture_video=True), "moviepy"),  # moviepy is not installed here: the message says what to install
+    # moviepy is not installed here: the message names the flag, and gymnasium's says what to install
+    (dict(capture_video=True), "with --capture-video: DependencyNotInstalled"),
 ]
 
 

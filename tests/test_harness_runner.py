@@ -75,7 +75,7 @@ def test_runner_records_skips_collects_and_redoes_a_killed_run(tmp_path, capsys)
 
 
 @pytest.mark.slow  # trains: a tiny run of the smoke suite, which saves a checkpoint every 2 of its 4 iterations
-def test_runner_resumes_a_killed_run_from_its_checkpoint(tmp_path, capsys, monkeypatch):
+def test_runner_resumes_a_killed_run_from_its_checkpoint(tmp_path, capsys, monkeypatch, sigint_raises):
     """A smoke run killed by a SIGINT in its third iteration leaves the checkpoint of its second in its folder: the
     runner resumes it there (--resume, not from scratch), records each step's episodes once, its evaluation, its
     original command and the step it resumed at; killed again later, it lists both steps."""

@@ -174,16 +174,21 @@ def test_reward_scale_is_the_std_of_the_discounted_return(script):
 
 
 def test_guarded_step_clips_the_global_gradient_norm(script):
-    """A gradient (3, 4), of norm 5, clipped to norm 1: plain SGD at lr 1 moves θ by −(0.6, 0.8), and without a limit
-    by the whole gradient; a non-finite loss moves nothing and returns False."""
-    theta = torch.nn.Parameter(torch.zeros(2))
-    optimizer, gradient = torch.optim.SGD([theta], lr=1.0), torch.tensor([3.0, 4.0])
-    assert script.guarded_step(optimizer, (gradient * theta).sum(), max_grad_norm=1.0)
-    torch.testing.assert_close(theta.detach(), torch.tensor([-0.6, -0.8]))
-    assert not script.guarded_step(optimizer, (gradient * theta).sum() * torch.nan, max_grad_norm=1.0)
-    torch.testing.assert_close(theta.detach(), torch.tensor([-0.6, -0.8]))
-    assert script.guarded_step(optimizer, (gradient * theta).sum())
-    torch.testing.assert_close(theta.detach(), torch.tensor([-3.6, -4.8]))
+    """Two parameters with gradients 3 and 4, a global norm of 5, clipped to 1: plain SGD at lr 1 moves them by −0.6
+    and −0.8 (clipped one by one, each would move by −1), and without a limit by the whole gradient; a non-finite loss
+    moves nothing and returns False."""
+    a, b = torch.nn.Parameter(torch.zeros(())), torch.nn.Parameter(torch.zeros(()))
+    optimizer = torch.optim.SGD([a, b], lr=1.0)
+
+    def moved() -> list[float]:
+        return [a.item(), b.item()]
+
+    assert script.guarded_step(optimizer, 3 * a + 4 * b, max_grad_norm=1.0)
+    assert moved() == pytest.approx([-0.6, -0.8])
+    assert not script.guarded_step(optimizer, (3 * a + 4 * b) * torch.nan, max_grad_norm=1.0)
+    assert moved() == pytest.approx([-0.6, -0.8])
+    assert script.guarded_step(optimizer, 3 * a + 4 * b)
+    assert moved() == pytest.approx([-3.6, -4.8])
 
 
 def test_shared_metrics_are_the_value_loss_entropy_and_explained_variance(script):

@@ -71,7 +71,7 @@ def interrupt_at(script, patch: pytest.MonkeyPatch, iteration: int) -> None:
 
 
 @pytest.mark.parametrize("env_id", ["Steps-v0", "BoxSteps-v0"], ids=["discrete", "box"])
-def test_a_resumed_run_is_the_run_that_was_not_interrupted(script, env_id, in_tmp, monkeypatch):
+def test_a_resumed_run_is_the_run_that_was_not_interrupted(script, env_id, in_tmp, monkeypatch, sigint_raises):
     """2N iterations straight against N, a SIGINT in iteration N + 1, and --resume: the same steps logged once each,
     the same learning rates, β, losses and returns, and at the end the same weights, normaliser statistics and
     optimizer states (Adam's step counts among them). On Box actions, observations are normalised and rewards scaled."""
@@ -98,7 +98,7 @@ def test_a_resumed_run_is_the_run_that_was_not_interrupted(script, env_id, in_tm
     assert final[1]["progress"]["iteration"] == 2 * N
 
 
-def test_sigint_loses_at_most_save_every_iterations(in_tmp, monkeypatch, capsys):
+def test_sigint_loses_at_most_save_every_iterations(in_tmp, monkeypatch, capsys, sigint_raises):
     """A SIGINT in iteration 8 of a run that saves every 3: exit code 130, a message that says how to resume, the
     checkpoint of iteration 6, and --resume goes on from iteration 7 to the end, in the same run folder."""
     import ppo_clip
