@@ -194,3 +194,20 @@ def test_an_atari_game_is_preprocessed_and_trains(in_tmp, monkeypatch):
     ppo_clip.main(tiny_args(ppo_clip, env_id="ALE/Pong-v5", total_timesteps=128))
     assert batches[0].obs.shape == (64, 2, 4, 84, 84) and batches[0].obs.dtype == torch.uint8
     assert next(Path("runs").iterdir()).name.startswith("ALE-Pong-v5__ppo_clip__1__")
+
+
+@pytest.mark.parametrize("script", PLUMBING, indirect=True)
+def test_an_atari_episode_logs_the_game_s_score(script):
+    """ALE/Seaquest-v5 pays 20 points for a shark: an episode of random play (seed 1 scores 40, as in
+    benchmarks/results/atari.random.csv) logs the sum of the game's own rewards, not of rewards clipped to ±1."""
+    if not ALE:
+        unavailable("Atari needs ale-py and OpenCV: pip install ale-py opencv-python-headless")
+    envs, rewards, logged = script.make_env("ALE/Seaquest-v5", 1), [], None
+    envs.reset(seed=1)
+    envs.single_action_space.seed(1)
+    while logged is None:
+        _, reward, _, _, info = envs.step(np.array([envs.single_action_space.sample()]))
+        rewards.append(float(reward[0]))
+        logged = float(info["episode"]["r"][0]) if info.get("_episode", [False])[0] else None
+    envs.close()
+    assert max(rewards) == 20.0 and logged == sum(rewards) > 0
