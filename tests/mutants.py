@@ -3,7 +3,7 @@
     python tests/mutants.py                  # the suite as it is, then every mutant below, one at a time: about 40 min
     python tests/mutants.py --only "GAE"     # those whose name contains GAE
     python tests/mutants.py --list           # the names, and in how many scripts each one is planted
-    python tests/mutants.py --only "GAE" --full   # every test that fails on them, not the first few
+    python tests/mutants.py --only "GAE" "CG" --full   # every test that fails on them, not the first few
 
 Each mutant is a piece of text and its buggy replacement. It is planted in a copy of the repository, in every script
 whose text holds it (the plumbing and the shared math are one text in all five, so a shared bug is planted in all five,
@@ -242,12 +242,12 @@ def run(name: str | None, timeout: float, full: bool = False) -> tuple[str, str]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="run the mutants whose name contains this")
+    parser.add_argument("--only", nargs="+", default=[""], help="the mutants whose name contains any of these")
     parser.add_argument("--list", action="store_true", help="list the mutants and where each is planted")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds; a suite that runs longer kills it")
     parser.add_argument("--full", action="store_true", help="the whole suite on each mutant; list every failure")
     args = parser.parse_args()
-    names = [name for name in MUTANTS if args.only in name]
+    names = [name for name in MUTANTS if any(part in name for part in args.only)]
     if args.list:
         for name in names:
             with tempfile.TemporaryDirectory() as folder:
