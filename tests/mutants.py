@@ -9,7 +9,7 @@ Each mutant is a piece of text and its buggy replacement. It is planted in a cop
 whose text holds it (the plumbing and the shared math are one text in all five, so a shared bug is planted in all five,
 as tests/test_shape.py would make a developer write it), and the fast suite runs there without tests/test_shape.py and
 tests/test_style.py, which read the files' text rather than what they do. A mutant is killed when a test fails (or the
-suite runs past --timeout); the others survive and are printed at the end. Not part of CI: it takes about an hour.
+suite runs past --timeout); the others survive and are printed at the end. Not part of CI: 46 mutants took 25 min here.
 
 The list holds the bugs of issue 27's round (the places it named), and a round of this repository's own: realistic
 bugs in the rollout, GAE, the normaliser, evaluation, the natural step, the line search, both PPO objectives and main.
