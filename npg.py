@@ -332,14 +332,14 @@ def update(agent: Agent, value_optimizer: torch.optim.Optimizer, batch: Batch, a
     skipped = int(not torch.isfinite(step).all())  # a non-finite loss or gradient: θ stays θ_old
     if not skipped:
         set_flat_params(params, theta_old + step)  # θ ← θ_old + s
-    with torch.no_grad():
-        surrogate_new, kl = objective()
     for _ in range(args.vf_iters):  # the critic: a few epochs of minibatch Adam on (V(s) − R̂)²
         for mb in torch.randperm(len(batch.obs), device=batch.obs.device).tensor_split(args.num_minibatches):
             value_loss = ((agent.value(batch.obs[mb]) - batch.returns[mb]) ** 2).mean()
             skipped += not guarded_step(value_optimizer, value_loss)
-    with torch.no_grad():
+    with torch.no_grad():  # π is final: the critic's steps move only V
         new_dist, new_values = agent.dist_and_value(batch.obs)
+        surrogate_new = surrogate(new_dist.log_prob(batch.actions), batch.logprobs, advantages)
+    kl = kl_divergence(batch.old_dist, new_dist).mean()
     metrics = {"losses/policy_loss": -surrogate_new, "losses/kl": kl, **shared_metrics(batch, new_dist, new_values)}
     return {**metrics, "charts/cg_residual": cg_residual, "skipped": skipped}
 

@@ -297,15 +297,14 @@ def natural_gradient_step(g: torch.Tensor, fvp, target_kl: float, cg_iters: int,
 def line_search(params, theta_old, step, objective, surrogate_old, target_kl, backtrack_coef, backtrack_iters):
     """Sets θ, in place, to the first θ_old + αʲ·s, j = 0 … L−1, whose surrogate beats surrogate_old = L(θ_old) and
     whose Ê[KL(π_old ‖ πθ)] ≤ δ, where objective() gives (L(θ), KL) at the current θ. Returns whether a step was
-    accepted, how many were tried, and L and the KL where θ ends. If none was accepted, θ is θ_old again, bit for bit,
-    where the KL is 0."""
+    accepted, and how many were tried. If none was accepted, θ is θ_old again, bit for bit."""
     for j in range(backtrack_iters):
         set_flat_params(params, theta_old + backtrack_coef**j * step)  # θ = θ_old + αʲ·s
         surrogate_new, kl = objective()
         if kl <= target_kl and surrogate_new > surrogate_old:
-            return True, j + 1, surrogate_new, kl
+            return True, j + 1
     set_flat_params(params, theta_old)
-    return False, backtrack_iters, surrogate_old.detach(), torch.zeros_like(surrogate_old)
+    return False, backtrack_iters
 
 
 def guarded_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float = math.inf) -> bool:
@@ -354,16 +353,18 @@ def update(agent: Agent, value_optimizer: torch.optim.Optimizer, batch: Batch, a
     fvp = partial(fisher_vector_product, grad_kl, params)
     step, cg_residual = natural_gradient_step(g, fvp, args.target_kl, args.cg_iters, args.cg_damping)
     skipped = int(not torch.isfinite(step).all())  # a non-finite loss or gradient: θ stays θ_old
-    accepted, tries, surrogate_new, kl = False, 0, surrogate_old.detach(), torch.zeros(())  # θ_old's, if skipped
+    accepted, tries = False, 0  # skipped: θ stays θ_old, and no step is tried
     if not skipped:
         search = {name: getattr(args, name) for name in ("target_kl", "backtrack_coef", "backtrack_iters")}
-        accepted, tries, surrogate_new, kl = line_search(params, theta_old, step, objective, surrogate_old, **search)
+        accepted, tries = line_search(params, theta_old, step, objective, surrogate_old, **search)
     for _ in range(args.vf_iters):  # the critic: a few epochs of minibatch Adam on (V(s) − R̂)²
         for mb in torch.randperm(len(batch.obs), device=batch.obs.device).tensor_split(args.num_minibatches):
             value_loss = ((agent.value(batch.obs[mb]) - batch.returns[mb]) ** 2).mean()
             skipped += not guarded_step(value_optimizer, value_loss)
-    with torch.no_grad():
+    with torch.no_grad():  # π is final: the critic's steps move only V
         new_dist, new_values = agent.dist_and_value(batch.obs)
+        surrogate_new = surrogate(new_dist.log_prob(batch.actions), batch.logprobs, advantages)
+    kl = kl_divergence(batch.old_dist, new_dist).mean()
     metrics = {"losses/policy_loss": -surrogate_new, "losses/kl": kl, **shared_metrics(batch, new_dist, new_values)}
     metrics.update({"charts/cg_residual": cg_residual, "charts/line_search_accepted": accepted})
     return {**metrics, "charts/line_search_steps": tries, "skipped": skipped}

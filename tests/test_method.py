@@ -372,13 +372,9 @@ def test_accepted_line_search_step_improves_within_the_trust_region(continuous):
     objective = objective_of(trpo, agent, obs, actions, logprobs, advantages, old_dist)
     with torch.no_grad():
         # A step twice too long violates the KL bound at j = 0, so the search must backtrack.
-        accepted, tries, surrogate, kl_found = trpo.line_search(
-            params, theta_old, 2 * step, objective, before, delta, 0.8, 10
-        )
+        accepted, tries = trpo.line_search(params, theta_old, 2 * step, objective, before, delta, 0.8, 10)
         kl = kl_divergence(old_dist, agent.dist(obs)).mean()
     assert accepted and tries > 1
-    surrogate_there, kl_there = objective()
-    assert torch.equal(surrogate, surrogate_there) and torch.equal(kl_found, kl_there), "L and the KL where θ ends"
     assert kl <= delta and surrogate_of(trpo, agent, obs, actions, logprobs, advantages) > before
     theta = torch.nn.utils.parameters_to_vector(params)
     torch.testing.assert_close(theta, theta_old + 0.8 ** (tries - 1) * 2 * step)
@@ -395,9 +391,8 @@ def test_rejected_line_search_restores_theta_bit_for_bit(how):
     objective = objective_of(trpo, agent, obs, actions, logprobs, advantages, old_dist)
     before = surrogate_of(trpo, agent, obs, actions, logprobs, advantages)
     with torch.no_grad():
-        accepted, tries, surrogate, kl = trpo.line_search(params, theta_old, step, objective, before, delta, 0.8, 10)
+        accepted, tries = trpo.line_search(params, theta_old, step, objective, before, delta, 0.8, 10)
     assert not accepted and tries == 10
-    assert surrogate == before and kl == 0, "θ_old's L, and a KL of 0"
     assert all(torch.equal(p, q) for p, q in zip(params, saved, strict=True))
 
 
