@@ -13,7 +13,7 @@ from conftest import ROOT, SCRIPTS
 PER_SCRIPT = {"Args", "update", "main"}
 # diff's changed lines (those it marks < or >) between siblings, pinned at today's counts so that a change can only
 # bring a pair closer. ppo_clip-ppo_kl is 2 over issue 27's 55: ppo_kl saves β for --resume (issue 28).
-DIFF_LIMITS = {("npg", "trpo"): 39, ("ppo_clip", "ppo_kl"): 57, ("pg", "npg"): 131}
+DIFF_LIMITS = {("npg", "trpo"): 36, ("ppo_clip", "ppo_kl"): 57, ("pg", "npg"): 131}
 
 
 def blocks(name: str) -> dict[str, str]:
