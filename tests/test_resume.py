@@ -7,6 +7,7 @@ end at the checkpoint's step. Steps-v0 is such an env; on any other, the resumed
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -57,6 +58,14 @@ def events(run: Path) -> dict[str, list[tuple[int, float]]]:
     return {key: [(e.step, e.value) for e in accumulator.Scalars(key)] for key in accumulator.Tags()["scalars"]}
 
 
+def next_second() -> None:
+    """Waits for the clock's next second. Tensorboard reads a run's event files in the order of their names, whose
+    first field is the second each was opened; within one second it falls to the process id and a counter, compared
+    as text, so that a file opened later by this process (…9 then …10) can be read first, and the resumed run's purge
+    undone. A resumed run in practice is another process, started seconds later at least."""
+    time.sleep(1.01 - time.time() % 1)
+
+
 def interrupt_at(script, patch: pytest.MonkeyPatch, iteration: int) -> None:
     """A real SIGINT to this process when the run starts update number `iteration`, as Ctrl-C would send."""
     calls, update = [], script.update
@@ -83,6 +92,7 @@ def test_a_resumed_run_is_the_run_that_was_not_interrupted(script, env_id, in_tm
     assert stop.value.code == 130
     checkpoint = only_run() / f"{script.__name__}.model"
     assert torch.load(checkpoint, weights_only=True)["progress"]["iteration"] == N
+    next_second()
     script.main(script.Args(resume=str(checkpoint)))
     resumed = only_run()
     a, b = events(straight), events(resumed)
