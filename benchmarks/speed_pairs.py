@@ -30,8 +30,9 @@ def main(options: Options) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by every child, the SB3 ones included
     pixels = options.env_id.startswith("ALE/")
     flags = overrides_for(load_hyperparams(), "ppo_clip", options.env_id) if pixels else {}
-    args = load_script("ppo_clip").Args(**flags, env_id=options.env_id, total_timesteps=options.steps, seed=1)
-    args.device = "cpu"
+    args = load_script("ppo_clip").Args(
+        **flags, env_id=options.env_id, total_timesteps=options.steps, seed=1, device="cpu"
+    )
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter for SB3, as in speed.py
     ratios = []
     for pair in range(options.pairs):
