@@ -6,6 +6,7 @@ tables in README.
     pip install -r benchmarks/requirements.txt
     python benchmarks/speed.py                  # on an otherwise idle machine: a few minutes
     python benchmarks/speed.py --steps 5000     # a quick check that it works
+    python benchmarks/speed.py --envs ALE/Breakout-v5 --merge   # remeasure one env's rows, keep the others
 
 Every measured process runs on one thread (OMP_NUM_THREADS=1, torch on CPU), one at a time. A script's SPS is its own
 last `charts/SPS` (env steps / seconds since its training loop started), with tensorboard logging as usual.
@@ -36,6 +37,7 @@ from common import (
     load_script,
     overrides_for,
     prepare,
+    read_csv,
     read_scalars,
     speed_markdown,
     write_csv,
@@ -58,6 +60,9 @@ class Options:
     """where speed.csv goes"""
     out_dir: Path = REPORT
     """where speed.md goes"""
+    merge: bool = False
+    """replace only the rows measured now in speed.csv, keeping the others (e.g. with --envs ALE/Breakout-v5); the
+    default writes speed.csv afresh from this run alone"""
 
 
 def raw_sps(env_id: str, num_envs: int, steps: int) -> float:
@@ -144,6 +149,15 @@ def speed_row(name: str, env_id: str, steps: int, sps: float, peak: float, cpu: 
                 peak_mib=f"{peak:.0f}", cpu=cpu)  # fmt: skip
 
 
+def merged(old: list[dict], new: list[dict]) -> list[dict]:
+    """old's rows in their order, each replaced by the new row of the same name and env, then the new rows old lacks."""
+    fresh = {(row["name"], row["env_id"]): row for row in new}
+    keys = {(row["name"], row["env_id"]) for row in old}
+    return [fresh.get((row["name"], row["env_id"]), row) for row in old] + [
+        row for row in new if (row["name"], row["env_id"]) not in keys
+    ]
+
+
 def main(options: Options) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by every child, the SB3 ones included
     cpu, rows, measured, hyperparams = cpu_name(), [], {}, load_hyperparams()
@@ -171,6 +185,8 @@ def main(options: Options) -> None:
                     sps, peak = pool.apply(sb3_sps, (ours, env_id, steps, vars(measured[ours, env_id])))
                 rows.append(speed_row(label, env_id, steps, sps, peak, cpu))
                 print(f"{label} {env_id}: {sps:,.0f} SPS; {peak:.0f} MiB")
+    if options.merge:
+        rows = merged(read_csv(options.results_dir / "speed.csv"), rows)
     write_csv(options.results_dir / "speed.csv", SPEED_COLUMNS, rows)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     (options.out_dir / "speed.md").write_text(speed_markdown(rows))

@@ -146,3 +146,18 @@ def test_a_random_policy_s_score_goes_under_its_env_s_table(tmp_path):
     line = f"A uniformly random policy on the same env: {np.mean(returns):.1f} ± {np.std(returns, ddof=1):.1f} over 3"
     cartpole = text[text.index("Suite `classic`, CartPole-v1") : text.index("Suite `classic`, Pendulum-v1")]
     assert line in cartpole and text.count("A uniformly random policy") == 2  # CartPole and Pendulum; Acrobot unrun
+
+
+def test_speed_merge_replaces_the_measured_rows_and_keeps_the_rest():
+    speed = importlib.import_module("speed")
+    old = [dict(name=n, env_id=e, sps=s) for n, e, s in [("pg", "CartPole-v1", "1"), ("pg", "ALE/Breakout-v5", "2"),
+                                                          ("npg", "ALE/Breakout-v5", "3")]]  # fmt: skip
+    new = [dict(name="npg", env_id="ALE/Breakout-v5", sps="30"), dict(name="trpo", env_id="ALE/Breakout-v5", sps="40")]
+    rows = speed.merged(old, new)
+    assert [(r["name"], r["env_id"], r["sps"]) for r in rows] == [
+        ("pg", "CartPole-v1", "1"),
+        ("pg", "ALE/Breakout-v5", "2"),
+        ("npg", "ALE/Breakout-v5", "30"),
+        ("trpo", "ALE/Breakout-v5", "40"),
+    ]
+    assert speed.merged(old, []) == old and speed.merged([], new) == new
