@@ -35,13 +35,14 @@ frozen, on a separate env seeded with the run's seed. Each script is set against
 `pg` against `sb3-a2c`, `npg` and `trpo` against `sb3-trpo`, `ppo_clip` and `ppo_kl` against `sb3-ppo`, at rl-zoo's \
 settings; where the peer also ran at its library's defaults (`-defaults`), against the variant with the higher \
 training score, named in the table. *Ours vs peer* is the ratio of the means, ours / peer (1.10×: ours is 10% higher), \
-where both are positive; where either is ≤ 0, as on Acrobot and Pendulum, a ratio reads backwards, so it is the \
-difference ours − peer (+20.0: ours is 20 higher). In brackets, its 95% bootstrap interval over seeds (Agarwal et al. \
-2021, "Deep Reinforcement Learning at the Edge of the Statistical Precipice": 10,000 percentile resamples, each side's \
-seeds resampled on their own), and the verdict it gives: **ahead** where the whole interval is above 1× (or 0), \
-**behind** where it is below, **tied** where it holds 1× (or 0); with one seed on a side there is no interval. With 3 \
-to 5 seeds a side the intervals are wide, and a tie says the seeds cannot tell the two apart, not that they are equal. \
-A score not measured shows as –.
+where every seed's score on both sides is positive; where one is ≤ 0, as on Acrobot and Pendulum, a ratio reads \
+backwards, and where a seed scored 0 (a Breakout evaluation that never served), a resample could divide by 0, so it \
+is the difference ours − peer (+20.0: ours is 20 higher). In brackets, its 95% bootstrap interval over seeds \
+(Agarwal et al. 2021, "Deep Reinforcement Learning at the Edge of the Statistical Precipice": 10,000 percentile \
+resamples, each side's seeds resampled on their own), and the verdict it gives: **ahead** where the whole interval \
+is above 1× (or 0), **behind** where it is below, **tied** where it holds 1× (or 0); with one seed on a side there is \
+no interval. With 3 to 5 seeds a side the intervals are wide, and a tie says the seeds cannot tell the two apart, not \
+that they are equal. A score not measured shows as –.
 """
 
 ANCHORS = """Published figures at 1M steps, for orientation only: env versions, seeds and metrics differ from ours.
@@ -134,7 +135,7 @@ def summary(seeds: list[float]) -> str:
 
 class Comparison(NamedTuple):
     ratio: bool
-    """whether point and interval are ratios of means (both means positive), else differences"""
+    """whether point and interval are ratios of means (every seed on both sides positive), else differences"""
     point: float
     low: float
     high: float
@@ -144,13 +145,14 @@ class Comparison(NamedTuple):
 
 
 def compare(ours: list[float], peer: list[float]) -> Comparison | None:
-    """Ours against the peer: the ratio of the means where both are positive, else their difference (see SCORES),
-    with its 95% percentile bootstrap interval, each side's seeds resampled on their own, and the verdict."""
+    """Ours against the peer: the ratio of the means where every seed of both is positive, so that every resample's
+    ratio is defined and positive, else their difference (see SCORES), with its 95% percentile bootstrap interval,
+    each side's seeds resampled on their own, and the verdict."""
     from scipy.stats import bootstrap
 
     if not ours or not peer:
         return None
-    ratio = np.mean(ours) > 0 and np.mean(peer) > 0
+    ratio = min(ours) > 0 and min(peer) > 0
 
     def statistic(a, b, axis=-1):
         return a.mean(axis) / b.mean(axis) if ratio else a.mean(axis) - b.mean(axis)

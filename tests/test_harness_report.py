@@ -99,13 +99,14 @@ def test_report_sets_each_script_against_the_stronger_variant_of_its_peer(tmp_pa
         ([500.0] * 5, [500.0] * 3, "tied"),  # all equal: the interval is [1, 1]
         ([-80.0, -82.0, -81.0], [-90.0, -91.0, -89.0], "ahead"),  # negative returns: the difference, +9.0
         ([-95.0, -96.0, -94.0], [-90.0, -91.0, -89.0], "behind"),
+        ([2.0, 3.0, 2.5], [4.0, 3.0, 0.0], "tied"),  # a seed scored 0: the difference, +0.17; a ratio's resample ÷ 0
     ],
 )
 def test_a_comparison_s_verdict_follows_its_bootstrap_interval(ours, peer, expected):
-    """The interval holds the point, it is a ratio where both means are positive and a difference where not, and the
-    verdict says on which side of 1 (or 0) it lies; it repeats exactly (a fixed seed)."""
+    """The interval holds the point and is finite, it is a ratio where every seed of both sides is positive and a
+    difference where not, and the verdict says on which side of 1 (or 0) it lies; it repeats exactly (a fixed seed)."""
     c = report.compare(ours, peer)
-    assert c.verdict == expected and c.low <= c.point <= c.high
+    assert c.verdict == expected and c.low <= c.point <= c.high and np.isfinite([c.low, c.high]).all()
     assert c.ratio == (min(ours + peer) > 0)
     assert report.compare(ours, peer) == c
     cell = report.versus(ours, peer)
