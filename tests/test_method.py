@@ -115,9 +115,10 @@ def far_apart(a: torch.Tensor, b: torch.Tensor) -> bool:
     return relative_error(a, b) > 0.3
 
 
-def call_update(script, agent, batch, args, beta=None):
+def call_update(script, agent, batch, args, beta=None, clip_coef=None):
     if script is ppo_clip:
-        return script.update(agent, torch.optim.Adam(agent.parameters(), lr=args.learning_rate), batch, args)
+        clip_coef = args.clip_coef if clip_coef is None else clip_coef
+        return script.update(agent, torch.optim.Adam(agent.parameters(), lr=args.learning_rate), batch, args, clip_coef)
     if script is ppo_kl:
         return script.update(agent, torch.optim.Adam(agent.parameters(), lr=args.learning_rate), batch, args, beta)
     value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
@@ -531,13 +532,13 @@ def value_term(agent, batch, mb):
 def test_ppo_clip_loss_is_the_clipped_objective(continuous, monkeypatch):
     """At every optimizer step, update's loss is −Ê[min(r·Â, clip(r, 1−ε, 1+ε)·Â)] − c₂·H + c₁·½(V − R̂)² on that
     minibatch, with Â normalised over it; the closed form below (min(r, 1+ε)·Â for Â ≥ 0, max(r, 1−ε)·Â for Â < 0) is
-    not the script's expression."""
+    not the script's expression. ε is the one update is given (--anneal-clip's ε·α), not args.clip_coef."""
     agent, batch = fixed_batch(ppo_clip, continuous, n=32)
     batch = batch._replace(logprobs=batch.logprobs + 0.3 * torch.randn(32, dtype=torch.float64))  # r ≠ 1 from the start
-    args = ppo_clip.Args(update_epochs=3, num_minibatches=2, ent_coef=0.01, vf_coef=0.5, clip_coef=0.2)
+    args = ppo_clip.Args(update_epochs=3, num_minibatches=2, ent_coef=0.01, vf_coef=0.5, clip_coef=0.5)
     deterministic_minibatches(monkeypatch)
     seen = watch_losses(ppo_clip, agent, monkeypatch)
-    call_update(ppo_clip, agent, batch, args)
+    call_update(ppo_clip, agent, batch, args, clip_coef=0.2)
     assert len(seen) == 3 * 2
     for k, (loss, then, _) in enumerate(seen):
         mb = torch.arange(32).tensor_split(2)[k % 2]
@@ -545,7 +546,7 @@ def test_ppo_clip_loss_is_the_clipped_objective(continuous, monkeypatch):
             dist = then.dist(batch.obs[mb])
             r = torch.exp(dist.log_prob(batch.actions[mb]) - batch.logprobs[mb])
             a = normalised(batch.advantages[mb])
-            eps = args.clip_coef
+            eps = 0.2
             objective = torch.where(a >= 0, torch.clamp(r, max=1 + eps) * a, torch.clamp(r, min=1 - eps) * a)
             expected = (
                 -objective.mean() - args.ent_coef * dist.entropy().mean() + args.vf_coef * value_term(then, batch, mb)
