@@ -81,7 +81,7 @@ class Args:
     clip_coef: float = 0.2
     """ε: the ratio r is clipped to [1−ε, 1+ε]"""
     anneal_clip: bool = False
-    """whether to decay ε linearly to 0 with the learning rate's schedule, as the PPO paper does on Atari (ε·α)"""
+    """whether to decay ε linearly to 0 over the run, as --anneal-lr decays the learning rate (PPO paper, Atari)"""
     clip_vloss: bool = False
     """whether to clip the critic's change to ±ε around its old values, as in the PPO reference code"""
     ent_coef: float = 0.0
@@ -351,7 +351,7 @@ def main(args: Args) -> list[float]:
                 writer.add_scalar("charts/episodic_length", length, global_step)
                 episodic_returns.append(episodic_return)
             batch = make_batch(agent, data, args.gamma, args.gae_lambda)
-            alpha = 1.0 - (iteration - 1.0) / num_iterations if args.anneal_clip else 1.0  # the lr's schedule
+            alpha = 1.0 - (iteration - 1.0) / num_iterations if args.anneal_clip else 1.0  # --anneal-lr's schedule
             metrics = update(agent, optimizer, batch, args, args.clip_coef * alpha)
 
             skipped = metrics.pop("skipped")

@@ -524,38 +524,62 @@ def watch_losses(script, agent, monkeypatch):
     return seen
 
 
-def value_term(agent, batch, mb):
-    return 0.5 * ((agent.value(batch.obs[mb]) - batch.returns[mb]) ** 2).mean()
+def value_term(agent, batch, mb, clip=None):
+    """½(V − R̂)² on the minibatch mb; with clip, the larger of it and ½(V_old + clamp(V − V_old, ±clip) − R̂)²."""
+    values = agent.value(batch.obs[mb])
+    error = (values - batch.returns[mb]) ** 2
+    if clip is not None:
+        clipped = batch.values[mb] + torch.clamp(values - batch.values[mb], -clip, clip)
+        error = torch.maximum(error, (clipped - batch.returns[mb]) ** 2)
+    return 0.5 * error.mean()
 
 
+def clipped_objective(r, a, eps):
+    """min(r, 1+ε)·Â for Â ≥ 0 and max(r, 1−ε)·Â for Â < 0: min(r·Â, clip(r, 1−ε, 1+ε)·Â), not in the script's form."""
+    return torch.where(a >= 0, torch.clamp(r, max=1 + eps) * a, torch.clamp(r, min=1 - eps) * a)
+
+
+@pytest.mark.parametrize("clip_vloss", [False, True], ids=["plain", "clip-vloss"])
 @pytest.mark.parametrize("continuous", [False, True], ids=["categorical", "gaussian"])
-def test_ppo_clip_loss_is_the_clipped_objective(continuous, monkeypatch):
+def test_ppo_clip_loss_is_the_clipped_objective(continuous, clip_vloss, monkeypatch):
     """At every optimizer step, update's loss is −Ê[min(r·Â, clip(r, 1−ε, 1+ε)·Â)] − c₂·H + c₁·½(V − R̂)² on that
-    minibatch, with Â normalised over it; the closed form below (min(r, 1+ε)·Â for Â ≥ 0, max(r, 1−ε)·Â for Â < 0) is
-    not the script's expression. ε is the one update is given (--anneal-clip's ε·α), not args.clip_coef."""
+    minibatch, with Â normalised over it (with --clip-vloss, the critic's term clipped at ±ε around V_old). ε is the
+    one update is given (--anneal-clip's ε·α), not args.clip_coef: in the loss, and in the policy loss and clipfrac
+    it returns for the whole batch."""
     agent, batch = fixed_batch(ppo_clip, continuous, n=32)
-    batch = batch._replace(logprobs=batch.logprobs + 0.3 * torch.randn(32, dtype=torch.float64))  # r ≠ 1 from the start
-    args = ppo_clip.Args(update_epochs=3, num_minibatches=2, ent_coef=0.01, vf_coef=0.5, clip_coef=0.5)
+    batch = batch._replace(
+        logprobs=batch.logprobs + 0.3 * torch.randn(32, dtype=torch.float64),  # r ≠ 1 from the start
+        values=batch.values + 0.35 * torch.randn(32, dtype=torch.float64),  # V − V_old near ε from the start
+    )
+    args = ppo_clip.Args(
+        update_epochs=3, num_minibatches=2, ent_coef=0.01, vf_coef=0.5, clip_coef=0.5, clip_vloss=clip_vloss
+    )
     deterministic_minibatches(monkeypatch)
     seen = watch_losses(ppo_clip, agent, monkeypatch)
-    call_update(ppo_clip, agent, batch, args, clip_coef=0.2)
+    metrics = call_update(ppo_clip, agent, batch, args, clip_coef=0.2)
     assert len(seen) == 3 * 2
+    value_clip_mattered = False
     for k, (loss, then, _) in enumerate(seen):
         mb = torch.arange(32).tensor_split(2)[k % 2]
         with torch.no_grad():
             dist = then.dist(batch.obs[mb])
             r = torch.exp(dist.log_prob(batch.actions[mb]) - batch.logprobs[mb])
             a = normalised(batch.advantages[mb])
-            eps = 0.2
-            objective = torch.where(a >= 0, torch.clamp(r, max=1 + eps) * a, torch.clamp(r, min=1 - eps) * a)
-            expected = (
-                -objective.mean() - args.ent_coef * dist.entropy().mean() + args.vf_coef * value_term(then, batch, mb)
-            )
-            unclipped = (
-                -(r * a).mean() - args.ent_coef * dist.entropy().mean() + args.vf_coef * value_term(then, batch, mb)
-            )
+            value = value_term(then, batch, mb, 0.2 if clip_vloss else None)
+            rest = -args.ent_coef * dist.entropy().mean() + args.vf_coef * value
+            expected = -clipped_objective(r, a, 0.2).mean() + rest
+            unclipped = -(r * a).mean() + rest
+            value_clip_mattered |= abs(value_term(then, batch, mb, 0.2) - value_term(then, batch, mb, 0.5)) > 1e-3
         torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
         assert abs(unclipped - expected) > 1e-3, "the clip must be active at every step of this test"
+    assert value_clip_mattered, "the critic's clip at 0.2 must differ from one at args.clip_coef somewhere"
+    with torch.no_grad():  # the whole batch, after the update
+        r = torch.exp(agent.dist(batch.obs).log_prob(batch.actions) - batch.logprobs)
+        a = normalised(batch.advantages)
+    torch.testing.assert_close(metrics["losses/policy_loss"], -clipped_objective(r, a, 0.2).mean())
+    assert metrics["losses/clipfrac"].item() == pytest.approx(((r - 1).abs() > 0.2).double().mean().item())
+    assert clipped_objective(r, a, 0.2).mean() != clipped_objective(r, a, 0.5).mean()
+    assert ((r - 1).abs() > 0.2).sum() != ((r - 1).abs() > 0.5).sum()
 
 
 @pytest.mark.parametrize("continuous", [False, True], ids=["categorical", "gaussian"])
