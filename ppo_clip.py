@@ -80,8 +80,6 @@ class Args:
     """minibatches per epoch"""
     clip_coef: float = 0.2
     """ε: the ratio r is clipped to [1−ε, 1+ε]"""
-    anneal_clip: bool = False
-    """whether to decay ε linearly to 0 over the run, as --anneal-lr decays the learning rate (PPO paper, Atari)"""
     clip_vloss: bool = False
     """whether to clip the critic's change to ±ε around its old values, as in the PPO reference code"""
     ent_coef: float = 0.0
@@ -272,7 +270,7 @@ def shared_metrics(batch: Batch, new_dist, new_values: torch.Tensor) -> dict:
     return {"losses/value_loss": value_loss, "losses/entropy": entropy, "losses/explained_variance": explained_var}
 
 
-def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: Batch, args: Args, clip_coef: float) -> dict:
+def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: Batch, args: Args) -> dict:
     """K epochs of minibatch Adam on L(θ), the value loss and the entropy bonus, which change the agent in place.
     Returns the metrics to log, each over the whole batch with the new parameters."""
     skipped = 0
@@ -283,10 +281,10 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: Batch, args: A
             ratio = logratio.exp()  # r = πθ(a|s)/π_old(a|s)
             mb_advantages = batch.advantages[mb]
             mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-            policy_loss = -clipped_surrogate(ratio, mb_advantages, clip_coef).mean()
+            policy_loss = -clipped_surrogate(ratio, mb_advantages, args.clip_coef).mean()
             value_loss = (new_values - batch.returns[mb]) ** 2
             if args.clip_vloss:
-                clipped = batch.values[mb] + (new_values - batch.values[mb]).clamp(-clip_coef, clip_coef)
+                clipped = batch.values[mb] + (new_values - batch.values[mb]).clamp(-args.clip_coef, args.clip_coef)
                 value_loss = torch.max(value_loss, (clipped - batch.returns[mb]) ** 2)
             value_loss = 0.5 * value_loss.mean()
             entropy = dist.entropy().mean()
@@ -301,10 +299,9 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: Batch, args: A
         ratio = (new_dist.log_prob(batch.actions) - batch.logprobs).exp()
         advantages = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
         kl = kl_divergence(batch.old_dist, new_dist)  # per state
-        policy_loss = -clipped_surrogate(ratio, advantages, clip_coef).mean()
+        policy_loss = -clipped_surrogate(ratio, advantages, args.clip_coef).mean()
     metrics = {"losses/policy_loss": policy_loss, "losses/kl": kl.mean(), **shared_metrics(batch, new_dist, new_values)}
-    metrics["losses/clipfrac"] = ((ratio - 1).abs() > clip_coef).float().mean()
-    metrics["charts/clip_coef"] = clip_coef
+    metrics["losses/clipfrac"] = ((ratio - 1).abs() > args.clip_coef).float().mean()
     return {**metrics, "charts/learning_rate": optimizer.param_groups[0]["lr"], "skipped": skipped}
 
 
@@ -351,8 +348,7 @@ def main(args: Args) -> list[float]:
                 writer.add_scalar("charts/episodic_length", length, global_step)
                 episodic_returns.append(episodic_return)
             batch = make_batch(agent, data, args.gamma, args.gae_lambda)
-            alpha = 1.0 - (iteration - 1.0) / num_iterations if args.anneal_clip else 1.0  # --anneal-lr's schedule
-            metrics = update(agent, optimizer, batch, args, args.clip_coef * alpha)
+            metrics = update(agent, optimizer, batch, args)
 
             skipped = metrics.pop("skipped")
             skipped_updates += skipped

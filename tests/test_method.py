@@ -115,10 +115,9 @@ def far_apart(a: torch.Tensor, b: torch.Tensor) -> bool:
     return relative_error(a, b) > 0.3
 
 
-def call_update(script, agent, batch, args, beta=None, clip_coef=None):
+def call_update(script, agent, batch, args, beta=None):
     if script is ppo_clip:
-        clip_coef = args.clip_coef if clip_coef is None else clip_coef
-        return script.update(agent, torch.optim.Adam(agent.parameters(), lr=args.learning_rate), batch, args, clip_coef)
+        return script.update(agent, torch.optim.Adam(agent.parameters(), lr=args.learning_rate), batch, args)
     if script is ppo_kl:
         return script.update(agent, torch.optim.Adam(agent.parameters(), lr=args.learning_rate), batch, args, beta)
     value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
@@ -543,20 +542,19 @@ def clipped_objective(r, a, eps):
 @pytest.mark.parametrize("continuous", [False, True], ids=["categorical", "gaussian"])
 def test_ppo_clip_loss_is_the_clipped_objective(continuous, clip_vloss, monkeypatch):
     """At every optimizer step, update's loss is −Ê[min(r·Â, clip(r, 1−ε, 1+ε)·Â)] − c₂·H + c₁·½(V − R̂)² on that
-    minibatch, with Â normalised over it (with --clip-vloss, the critic's term clipped at ±ε around V_old). ε is the
-    one update is given (--anneal-clip's ε·α), not args.clip_coef: in the loss, and in the policy loss and clipfrac
-    it returns for the whole batch."""
+    minibatch, with Â normalised over it (with --clip-vloss, the critic's term clipped at ±ε around V_old); and the
+    policy loss and clipfrac it returns are those of the whole batch at the same ε."""
     agent, batch = fixed_batch(ppo_clip, continuous, n=32)
     batch = batch._replace(
         logprobs=batch.logprobs + 0.3 * torch.randn(32, dtype=torch.float64),  # r ≠ 1 from the start
         values=batch.values + 0.35 * torch.randn(32, dtype=torch.float64),  # V − V_old near ε from the start
     )
     args = ppo_clip.Args(
-        update_epochs=3, num_minibatches=2, ent_coef=0.01, vf_coef=0.5, clip_coef=0.5, clip_vloss=clip_vloss
+        update_epochs=3, num_minibatches=2, ent_coef=0.01, vf_coef=0.5, clip_coef=0.2, clip_vloss=clip_vloss
     )
     deterministic_minibatches(monkeypatch)
     seen = watch_losses(ppo_clip, agent, monkeypatch)
-    metrics = call_update(ppo_clip, agent, batch, args, clip_coef=0.2)
+    metrics = call_update(ppo_clip, agent, batch, args)
     assert len(seen) == 3 * 2
     value_clip_mattered = False
     for k, (loss, then, _) in enumerate(seen):
@@ -569,17 +567,16 @@ def test_ppo_clip_loss_is_the_clipped_objective(continuous, clip_vloss, monkeypa
             rest = -args.ent_coef * dist.entropy().mean() + args.vf_coef * value
             expected = -clipped_objective(r, a, 0.2).mean() + rest
             unclipped = -(r * a).mean() + rest
-            value_clip_mattered |= abs(value_term(then, batch, mb, 0.2) - value_term(then, batch, mb, 0.5)) > 1e-3
+            value_clip_mattered |= abs(value_term(then, batch, mb, 0.2) - value_term(then, batch, mb)) > 1e-3
         torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
         assert abs(unclipped - expected) > 1e-3, "the clip must be active at every step of this test"
-    assert value_clip_mattered, "the critic's clip at 0.2 must differ from one at args.clip_coef somewhere"
+    assert value_clip_mattered, "the critic's clip must be active at some step of this test"
     with torch.no_grad():  # the whole batch, after the update
         r = torch.exp(agent.dist(batch.obs).log_prob(batch.actions) - batch.logprobs)
         a = normalised(batch.advantages)
     torch.testing.assert_close(metrics["losses/policy_loss"], -clipped_objective(r, a, 0.2).mean())
     assert metrics["losses/clipfrac"].item() == pytest.approx(((r - 1).abs() > 0.2).double().mean().item())
-    assert clipped_objective(r, a, 0.2).mean() != clipped_objective(r, a, 0.5).mean()
-    assert ((r - 1).abs() > 0.2).sum() != ((r - 1).abs() > 0.5).sum()
+    assert clipped_objective(r, a, 0.2).mean() != (r * a).mean() and 0 < ((r - 1).abs() > 0.2).sum() < 32
 
 
 @pytest.mark.parametrize("continuous", [False, True], ids=["categorical", "gaussian"])

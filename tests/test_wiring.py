@@ -59,15 +59,6 @@ def test_the_learning_rate_decays_linearly_from_its_full_value(script, in_tmp, m
     assert run.scalars["charts/learning_rate"] == pytest.approx([0.01, 0.0075, 0.005, 0.0025])
 
 
-@pytest.mark.parametrize("anneal", [True, False])
-def test_clip_range_decays_with_the_learning_rate_only_when_asked(in_tmp, monkeypatch, anneal):
-    """--anneal-clip: iteration i of N clips at ε·(1 − (i − 1)/N), the learning rate's schedule; without it, at ε.
-    update logs the ε it is given (test_method checks that its loss clips at that ε, not at args.clip_coef)."""
-    run = train(ppo_clip, monkeypatch, total_timesteps=4 * 2 * 64, clip_coef=0.2, anneal_clip=anneal)
-    expected = [0.2, 0.15, 0.1, 0.05] if anneal else [0.2] * 4
-    assert run.scalars["charts/clip_coef"] == pytest.approx(expected)
-
-
 def test_zero_advantages_leave_the_critic_unchanged(script, in_tmp, monkeypatch):
     """With Â = 0 the critic's targets R̂ = Â + V are its own values, so its loss has a zero gradient."""
     monkeypatch.setattr(script, "compute_gae", lambda rewards, *_: torch.zeros_like(rewards))
