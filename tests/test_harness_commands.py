@@ -59,13 +59,13 @@ def test_peer_commands_round_trip_through_the_peer_cli(peer, env_id):
     assert not any(isinstance(value, str) for value in kwargs.values())  # lin_x became a schedule
 
 
-def test_the_atari_suite_runs_three_seeds_of_ppo_clip_trpo_and_sb3_ppo_and_one_of_the_others():
+def test_the_atari_suite_runs_five_seeds_of_ppo_clip_and_sb3_ppo_three_of_trpo_and_one_of_the_others():
     runs = common.suite_runs("atari", peers=True)
     seeds = {algo: sorted({r.seed for r in runs if r.algo == algo}) for algo in {r.algo for r in runs}}
     assert seeds == {
-        "ppo_clip": [1, 2, 3],
+        "ppo_clip": [1, 2, 3, 4, 5],
         "trpo": [1, 2, 3],
-        "sb3-ppo": [1, 2, 3],
+        "sb3-ppo": [1, 2, 3, 4, 5],
         "pg": [1],
         "npg": [1],
         "ppo_kl": [1],
