@@ -152,7 +152,8 @@ class NatureCNN(nn.Module):
         x = obs.reshape(-1, *obs.shape[-3:])
         x = x.permute(0, 3, 1, 2) if self.channels_last else x  # (B, C, H, W)
         x = x.contiguous(memory_format=torch.channels_last)  # stored (B, H, W, C): a PPO update runs ~25% faster on CPU
-        return self.net(x.float() / 255.0).reshape(*obs.shape[:-3], -1)
+        x = x.to(torch.float32, copy=True).div_(255.0)  # scaled in place: one float copy of the frames, not two
+        return self.net(x).reshape(*obs.shape[:-3], -1)
 
 
 class Agent(nn.Module):

@@ -194,7 +194,7 @@ MUTANTS = {
         "sign_reward=atari)",
         "sign_reward=False)",
     ),
-    "NatureCNN: pixels not scaled to [0, 1]": ("self.net(x.float() / 255.0)", "self.net(x.float())"),
+    "NatureCNN: pixels not scaled to [0, 1]": (".div_(255.0)", ""),
     "explained variance: 1 − it": (
         "explained_var = 1 - (batch.returns - batch.values).var() / var",
         "explained_var = (batch.returns - batch.values).var() / var",
