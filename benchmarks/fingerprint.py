@@ -4,6 +4,10 @@ script on CartPole-v1 and Pendulum-v1. A change that is not meant to change lear
     OMP_NUM_THREADS=1 python benchmarks/fingerprint.py > before.json
     ... change ...
     OMP_NUM_THREADS=1 python benchmarks/fingerprint.py > after.json && diff before.json after.json
+
+With --pixels, each script also plays ALE/Seaquest-v5 at the atari suite's settings (benchmarks/hyperparams.toml) for
+6,144 steps, long enough for episodes to end inside a rollout, and evaluates one episode: the image path (the
+NatureCNN, uint8 frames, sign rewards), which the flat envs never reach. About 2 minutes more; needs ale-py.
 """
 
 import contextlib
@@ -18,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import load_hyperparams, overrides_for
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SCRIPTS = ["pg", "npg", "trpo", "ppo_clip", "ppo_kl"]
+PIXEL_ENV = "ALE/Seaquest-v5"
 
 
 def digest(values) -> str:
@@ -38,11 +44,12 @@ def normaliser_stats(state: dict) -> list:
     return [np.asarray(s.cpu() if isinstance(s, torch.Tensor) else s, dtype=np.float64) for s in stats]
 
 
-def fingerprint(name: str, env_id: str, total_timesteps: int) -> dict:
+def fingerprint(name: str, env_id: str, total_timesteps: int, **overrides) -> dict:
     script = importlib.import_module(name)
+    args = script.Args(env_id=env_id, total_timesteps=total_timesteps, seed=1, save_model=True, **overrides)
     with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder):
         with contextlib.redirect_stdout(io.StringIO()):
-            returns = script.main(script.Args(env_id=env_id, total_timesteps=total_timesteps, seed=1, save_model=True))
+            returns = script.main(args)
         (path,) = Path("runs").glob("*/*.model")
         try:
             checkpoint = torch.load(path, weights_only=True)
@@ -62,6 +69,11 @@ def fingerprint(name: str, env_id: str, total_timesteps: int) -> dict:
 
 if __name__ == "__main__":
     assert os.environ.get("OMP_NUM_THREADS") == "1", "set OMP_NUM_THREADS=1: the thread count changes rounding"
-    names = sys.argv[1:] or SCRIPTS
+    pixels = "--pixels" in sys.argv
+    names = [arg for arg in sys.argv[1:] if arg != "--pixels"] or SCRIPTS
     result = {f"{n} {e}": fingerprint(n, e, 6144) for n in names for e in ("CartPole-v1", "Pendulum-v1")}
+    if pixels:
+        for n in names:
+            overrides = overrides_for(load_hyperparams(), n, PIXEL_ENV)
+            result[f"{n} {PIXEL_ENV}"] = fingerprint(n, PIXEL_ENV, 6144, eval_episodes=1, **overrides)
     print(json.dumps(result, indent=1))
