@@ -124,11 +124,12 @@ def sb3_sps(ours: str, env_id: str, steps: int, args: dict) -> tuple[float, floa
     with tempfile.TemporaryDirectory() as tensorboard_log:
         if ours == "ppo_clip":
             lr = args["learning_rate"]
+            # SB3's value loss is (V − R̂)², ppo_clip's ½·(V − R̂)²: half the coefficient is the same weight.
             model = PPO(
                 "CnnPolicy" if pixels else "MlpPolicy", envs, tensorboard_log=tensorboard_log, **common,
                 learning_rate=(lambda remaining: remaining * lr) if args["anneal_lr"] else lr,
                 n_epochs=args["update_epochs"], clip_range=args["clip_coef"], ent_coef=args["ent_coef"],
-                vf_coef=args["vf_coef"], max_grad_norm=args["max_grad_norm"], target_kl=args["target_kl"],
+                vf_coef=args["vf_coef"] / 2, max_grad_norm=args["max_grad_norm"], target_kl=args["target_kl"],
             )  # fmt: skip
         else:
             model = TRPO(
