@@ -27,7 +27,7 @@ from pathlib import Path
 
 import tomllib
 import tyro
-from peers import PEERS, settings_json
+from peers import MUJOCO, PEERS, settings_json
 from peers import Options as PeerOptions
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -72,6 +72,10 @@ class Suite:
     save_every: int | None = None
     """our scripts' --save-every in the suite's runs: a run killed half-way resumes from its last checkpoint (the peers
     start again)"""
+    peers: tuple[str, ...] | None = None
+    """the peers the suite runs, where they have settings for its envs; None: every peer of its scripts that has"""
+    tables: bool = True
+    """whether hyperparams.toml's per-env tables apply; without them each script runs at its defaults"""
 
 
 SUITES = {
@@ -86,6 +90,15 @@ SUITES = {
         seeds=(1, 2, 3, 4, 5),
         seeds_of={"pg": (1,), "npg": (1,), "ppo_kl": (1,), "trpo": (1, 2, 3)},
         save_every=20,  # 20 updates: 20,480 steps of ppo_clip, 10,240 of trpo, a few minutes here
+    ),
+    # The nine standard MuJoCo tasks, each script at its defaults (no hyperparams.toml) and each peer at its library's
+    # defaults: what a user who runs a script on a task nobody tuned it for gets. trpo and ppo_clip at 3 seeds.
+    "gym-mujoco": Suite(
+        {env_id: 1_000_000 for env_id in MUJOCO},
+        seeds=(1, 2, 3),
+        seeds_of={"pg": (1,), "npg": (1,), "ppo_kl": (1,)},
+        peers=("sb3-a2c", "sb3-trpo-defaults", "sb3-ppo-defaults"),
+        tables=False,
     ),
 }
 
@@ -113,11 +126,14 @@ class Run:
 
 
 def suite_peers(suite: Suite) -> list[str]:
-    """The peers of the suite's scripts that have settings for at least one of its envs, in PEERS order."""
+    """The peers of the suite's scripts that have settings for at least one of its envs (of those the suite names, if
+    it names them), in PEERS order."""
     return [
         name
         for name, peer in PEERS.items()
-        if set(peer.ours) & set(suite.scripts) and peer.settings.keys() & suite.envs
+        if set(peer.ours) & set(suite.scripts)
+        and peer.settings.keys() & suite.envs
+        and (suite.peers is None or name in suite.peers)
     ]
 
 
@@ -190,7 +206,7 @@ def run_args(run: Run, hyperparams: dict):
         return PeerOptions(
             run.algo, **fields, eval_episodes=EVAL_EPISODES, settings=settings_json(run.algo, run.env_id)
         )
-    overrides = overrides_for(hyperparams, run.algo, run.env_id)
+    overrides = overrides_for(hyperparams, run.algo, run.env_id) if SUITES[run.suite].tables else {}
     save_every = {"save_every": SUITES[run.suite].save_every} if SUITES[run.suite].save_every else {}
     return load_script(run.algo).Args(**{**overrides, **fields, **HARNESS_FLAGS, **save_every})
 

@@ -38,8 +38,11 @@ import tyro
 ZOO = "github.com/DLR-RM/rl-baselines3-zoo"
 ZOO_MUJOCO_POLICY = dict(log_std_init=-2, ortho_init=False, activation_fn="ReLU",
                          net_arch=dict(pi=[256, 256], vf=[256, 256]))  # fmt: skip
-# The library's defaults; VecNormalize because MuJoCo's actions are Box.
-DEFAULTS = {env_id: dict(normalize=True) for env_id in ("Hopper-v5", "HalfCheetah-v5")}
+# The library's defaults; VecNormalize because MuJoCo's actions are Box. The nine standard MuJoCo tasks: the mujoco
+# suite runs two of them, the gym-mujoco suite all nine.
+MUJOCO = ("Ant-v5", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Swimmer-v5", "Humanoid-v5", "Reacher-v5",
+          "InvertedPendulum-v5", "InvertedDoublePendulum-v5")  # fmt: skip
+DEFAULTS = {env_id: dict(normalize=True) for env_id in MUJOCO}
 # rl-zoo's TRPO entry for the MuJoCo envs (v3 at the commit below, v4 later with the same values), which inherits its
 # "pybullet-defaults" anchor.
 ZOO_TRPO_MUJOCO = dict(normalize=True, n_envs=2, batch_size=128, n_steps=1024, gamma=0.99, gae_lambda=0.95,
@@ -88,7 +91,8 @@ PEERS = {
                 use_sde=True,
                 policy_kwargs=dict(log_std_init=-2, ortho_init=False),
             ),
-            # HalfCheetah-v4 and Hopper-v4 are "mujoco-defaults", which sets only normalize: the library's defaults.
+            # HalfCheetah-v4 and Hopper-v4 are "mujoco-defaults", which sets only normalize: the library's defaults,
+            # which it runs on every MuJoCo task.
             **DEFAULTS,
         },
     ),

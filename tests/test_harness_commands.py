@@ -134,3 +134,23 @@ def test_hyperparams_apply_to_their_script_and_env_only(tmp_path):
     path.write_text('[ppo_clip."CartPole-v1"]\nnum_steps = "many"\n')
     with pytest.raises(SystemExit):
         common.build_command(tuned, common.load_hyperparams(path))
+
+
+def test_the_gym_mujoco_suite_runs_the_nine_tasks_at_the_defaults_beside_the_libraries_defaults(tmp_path):
+    runs = common.suite_runs("gym-mujoco", peers=True)
+    assert {r.env_id for r in runs} == set(peers.MUJOCO) and len(peers.MUJOCO) == 9
+    seeds = {algo: sorted({r.seed for r in runs if r.algo == algo}) for algo in {r.algo for r in runs}}
+    assert seeds == {"trpo": [1, 2, 3], "ppo_clip": [1, 2, 3], "pg": [1], "npg": [1], "ppo_kl": [1],
+                     "sb3-a2c": [1, 2, 3], "sb3-trpo-defaults": [1, 2, 3], "sb3-ppo-defaults": [1, 2, 3]}  # fmt: skip
+    assert {r.total_timesteps for r in runs} == {1_000_000}
+    path = tmp_path / "hyperparams.toml"  # a per-env table changes the mujoco suite's command, not this suite's
+    path.write_text('[trpo."Hopper-v5"]\ntarget_kl = 0.02\n')
+    tables = common.load_hyperparams(path)
+    (tuned,) = common.suite_runs("mujoco", scripts=["trpo"], envs=["Hopper-v5"], seeds=[1])
+    (plain,) = common.suite_runs("gym-mujoco", scripts=["trpo"], envs=["Hopper-v5"], seeds=[1])
+    assert common.build_command(tuned, tables) != common.build_command(tuned, {})
+    assert common.build_command(plain, tables) == common.build_command(plain, {})
+    assert common.build_command(plain, {})[2:] == common.command_argv("trpo", common.run_args(plain, {}))[2:]
+    defaults = common.load_script("trpo").Args(env_id="Hopper-v5", seed=1, total_timesteps=1_000_000,
+                                               **common.HARNESS_FLAGS)  # fmt: skip
+    assert common.run_args(plain, tables) == defaults
