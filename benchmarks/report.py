@@ -1,11 +1,12 @@
-"""Turns benchmarks/results/*.csv into benchmarks/report/: report.md, one PNG of learning curves per suite and env, and
-with --readme the block of README.md between the report markers, so that README's numbers always come from here.
+"""Turns benchmarks/results/*.csv into benchmarks/report/: report.md (the full report), one PNG of learning curves per
+suite and env and one of each script against its peer per suite, and with --readme README.md's blocks between their
+markers (BLOCKS: the results at a glance, and what an Atari run costs), so that README's numbers always come from here.
 
     python benchmarks/report.py             # benchmarks/report/report.md and the PNGs (needs matplotlib)
-    python benchmarks/report.py --readme    # the same, and README.md's block
+    python benchmarks/report.py --readme    # the same, and README.md's blocks
 
 The numbers are deterministic: the same CSVs give the same text, byte for byte (tests/test_harness_report.py checks
-README's block against it). Two scores, each a mean ± sample std (ddof 1) over the seeds, (n) the number of seeds:
+README's blocks against it). Two scores, each a mean ± sample std (ddof 1) over the seeds, (n) the number of seeds:
 the training score is CleanRL's, each seed's mean return over its last 100 episodes; the evaluation score is each
 seed's mean return over the episodes of the deterministic evaluation that ended the run. Each of our scripts is set
 against its peer (PEERS in peers.py); of a peer with two variants on an env, against the one with the higher
@@ -23,7 +24,6 @@ import tyro
 from common import REPORT, RESULTS, ROOT, SCRIPTS, SUITES, read_csv, speed_markdown, suite_csvs
 from peers import PEERS
 
-START, END = "<!-- report:start -->", "<!-- report:end -->"
 SOLVED, SOLVED_WINDOW = 475.0, 20  # CartPole-v1 counts as solved once the mean of the last 20 episodes is ≥ 475
 GRID = 50  # learning curves: each seed's returns are averaged in this many equal bins of env steps
 ROWS = (*SCRIPTS, *PEERS)  # the order of the rows of every table and of the curves: ours, then the peers
@@ -59,8 +59,8 @@ episode is.
 
 | | Breakout | Seaquest | source and metric |
 |---|---|---|---|
-| OpenAI Baselines ppo2 / trpo_mpi | 6.7 / 3.1 | 342 / 223 (first 100k-step bin), 740 / 487 (500k) | Baselines' Atari benchmark, read off its plots (issue 26): v4 envs without sticky actions, a lost life ends the episode, 6 runs |
-| random play | 1.7 | 68.4 | Mnih et al. 2015 (Nature DQN)'s random agent, as issue 26 quotes it: ALE without sticky actions, up to 30 no-op starts |
+| OpenAI Baselines ppo2 / trpo_mpi | 6.7 / 3.1 | 342 / 223 (first 100k-step bin), 740 / 487 (500k) | Baselines' Atari benchmark (benchmarks_atari10M.htm in the openai/baselines repository), read off its plots: v4 envs without sticky actions, a lost life ends the episode, 6 runs |
+| random play | 1.7 | 68.4 | Mnih et al. 2015 (Nature DQN)'s random agent: ALE without sticky actions, up to 30 no-op starts |
 """  # noqa: E501
 
 
@@ -71,7 +71,7 @@ class Options:
     out_dir: Path = REPORT
     """where report.md and the PNGs go"""
     readme: bool = False
-    """also rewrite README.md's block between the report markers"""
+    """also rewrite README.md's blocks between their markers (BLOCKS)"""
     readme_path: Path = ROOT / "README.md"
 
 
@@ -170,8 +170,10 @@ def compare(ours: list[float], peer: list[float]) -> Comparison | None:
 
 def versus(ours: list[float], peer: list[float]) -> str:
     """The comparison's cell: point [low, high] verdict, e.g. 1.10× [1.02, 1.19] ahead, or +20.0 [−5.1, 41.3] tied."""
-    if not (c := compare(ours, peer)):
-        return "–"
+    return cell(c) if (c := compare(ours, peer)) else "–"
+
+
+def cell(c: Comparison) -> str:
     if np.isnan(c.low):
         return f"{c.point:.2f}× (one seed)" if c.ratio else f"{c.point:+.1f} (one seed)"
     if c.ratio:
@@ -385,15 +387,75 @@ def plot_comparisons(suite: str, results: Results, out_dir: Path) -> None:
     plt.close(fig)
 
 
-def replace_block(readme: str, block: str) -> str:
-    """README's text with the part between the report markers replaced by block."""
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{block}{END}{tail}"
+def glance(results_dir: Path, link_prefix: str) -> str:
+    """README's results at a glance: the verdict counts, each script against its peer on the training score on every
+    env where it has one, and per suite the plot of the comparisons; the rest is in report.md."""
+    suites = load(results_dir)
+    if not suites:
+        return "No suite has been run yet: `python benchmarks/run.py --suite classic`.\n"
+    found = {suite: comparisons(suite, results) for suite, results in suites.items()}
+    lines = [
+        "| suite | env | " + " | ".join(f"`{algo}`" for algo in SCRIPTS) + " |",
+        "|---|---|" + "---|" * len(SCRIPTS),
+    ]
+    for suite, results in suites.items():
+        training = {(env_id, algo): c for env_id, algo, _, metric, c in found[suite] if metric == "training"}
+        for env_id in ordered(results.runs, suite)[1]:
+            if any(env == env_id for env, _ in training):
+                cells = [cell(training[env_id, algo]) if (env_id, algo) in training else "–" for algo in SCRIPTS]
+                lines.append(f"| `{suite}` | {env_id} | " + " | ".join(cells) + " |")
+    images = " ".join(f"![{suite}: ours vs peer]({link_prefix}{suite}-versus-peers.png)" for suite in suites
+                      if found[suite])  # fmt: skip
+    return "\n".join(
+        [
+            "How many comparisons of a script with its peer came out ahead, tied or behind, on the training score (the "
+            "mean return of each seed's last 100 training episodes) and on the evaluation score (10 episodes of the "
+            "deterministic policy at the end of each run); a verdict comes from the 95% bootstrap interval over seeds, "
+            "and a side with one seed gives none:\n",
+            verdict_table(suites),
+            "Each script's training score against its peer's on every env where both ran: ours / peer (or ours − peer "
+            "where a score is ≤ 0), its interval and its verdict. The peers are SB3's A2C for `pg`, sb3-contrib's TRPO "
+            "for `npg` and `trpo`, SB3's PPO for `ppo_clip` and `ppo_kl`, each at rl-zoo's settings or its library's "
+            "defaults, whichever scored higher:\n",
+            "\n".join(lines) + "\n",
+            f"Both scores, with their intervals (training in blue, evaluation in orange):\n\n{images}\n",
+        ]
+    )
 
 
-def readme_block(readme: str) -> str:
-    return readme.split(START, 1)[1].split(END, 1)[0].removeprefix("\n")
+def atari_cost(results_dir: Path) -> str:
+    """README's sentence on what an Atari run costs: ppo_clip's speed on the game speed.py measured, from speed.csv."""
+    row = next((r for r in read_csv(results_dir / "speed.csv") if r["name"] == "ppo_clip" and r["env_id"] in
+                SUITES["atari"].envs), None)  # fmt: skip
+    if not row:
+        return "The speed of an Atari run has not been measured yet: `python benchmarks/speed.py`.\n"
+    steps, sps = SUITES["atari"].envs[row["env_id"]], float(row["sps"])
+    return (
+        f"At these settings ppo_clip trains on {row['env_id']} at {sps:,.0f} env steps per second on one CPU thread "
+        f"({row['cpu']}), so a run of {steps:,} steps takes about {steps / sps / 60:.0f} minutes, its evaluation "
+        "aside; the full report has every script's speed.\n"
+    )
+
+
+# README's blocks, each between <!-- name:start --> and <!-- name:end -->, and what writes it.
+BLOCKS = {"report": lambda results_dir: glance(results_dir, "benchmarks/report/"), "atari-cost": atari_cost}
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def replace_block(readme: str, name: str, block: str) -> str:
+    """README's text with the part between the markers of block name replaced by block."""
+    start, end = markers(name)
+    head, rest = readme.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{block}{end}{tail}"
+
+
+def readme_block(readme: str, name: str) -> str:
+    start, end = markers(name)
+    return readme.split(start, 1)[1].split(end, 1)[0].removeprefix("\n")
 
 
 def main(options: Options) -> None:
@@ -410,8 +472,10 @@ def main(options: Options) -> None:
     print(f"wrote {options.out_dir}")
     if options.readme:
         text = options.readme_path.read_text()
-        options.readme_path.write_text(replace_block(text, render(options.results_dir, "benchmarks/report/")))
-        print(f"rewrote the report block of {options.readme_path}")
+        for name, write in BLOCKS.items():
+            text = replace_block(text, name, write(options.results_dir))
+        options.readme_path.write_text(text)
+        print(f"rewrote the blocks of {options.readme_path}: {', '.join(BLOCKS)}")
 
 
 if __name__ == "__main__":

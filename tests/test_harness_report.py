@@ -120,10 +120,41 @@ def test_one_seed_on_a_side_gives_no_interval_and_no_verdict():
 
 
 def test_readme_block_is_the_report_of_the_committed_csvs():
-    """README's numbers come from report.py: after a change to the CSVs, `python benchmarks/report.py --readme`."""
+    """README's numbers come from report.py: after a change to the CSVs, `python benchmarks/report.py --readme`. Its
+    blocks hold the verdicts and the comparisons of the full report, and the speed table's ppo_clip row on Atari."""
     readme = (ROOT / "README.md").read_text()
-    assert report.readme_block(readme) == report.render(common.RESULTS, "benchmarks/report/")
-    assert report.replace_block(readme, report.readme_block(readme)) == readme
+    for name, write in report.BLOCKS.items():
+        assert report.readme_block(readme, name) == write(common.RESULTS), f"README's {name} block"
+        assert report.replace_block(readme, name, report.readme_block(readme, name)) == readme
+
+
+def test_readme_s_glance_is_the_full_report_s_training_comparisons_and_its_atari_cost_the_speed_table_s(tmp_path):
+    """The glance has one row per env where a script met its peer, each script's training cell as its env's table in
+    the full report gives it ("–" where it has no peer), and each suite's comparison plot; an env where no script met
+    a peer has no row. The Atari cost is the atari suite's steps at ppo_clip's SPS on its game."""
+    training = [row for seed, score in ((1, 300.0), (2, 320.0)) for row in episodes("ppo_clip", "Hopper-v5", seed,
+                [score] * 100)]  # fmt: skip
+    training += [row for seed, score in ((1, 100.0), (2, 110.0)) for row in episodes("sb3-ppo", "Hopper-v5", seed,
+                 [score] * 100)]  # fmt: skip
+    training += episodes("trpo", "Hopper-v5", 1, [50.0]) + episodes("sb3-a2c", "HalfCheetah-v5", 1, [10.0])
+    write_results(tmp_path, "mujoco", training)
+    glance, full = report.glance(tmp_path, "x/"), report.render(tmp_path, "x/")
+    ppo_clip = report.versus([300.0, 320.0], [100.0, 110.0])
+    assert ppo_clip.startswith("2.95× [") and f"| `ppo_clip` | 310.0 ± 14.1 (2) | – | `sb3-ppo` | {ppo_clip} |" in full
+    assert f"| `mujoco` | Hopper-v5 | – | – | – | {ppo_clip} | – |" in glance and "HalfCheetah-v5" not in glance
+    assert (
+        "| `mujoco` | training | 1 | 0 | 0 |" in glance
+        and "![mujoco: ours vs peer](x/mujoco-versus-peers.png)" in glance
+    )
+    assert "not been measured" in report.atari_cost(tmp_path)
+    common.write_csv(tmp_path / "speed.csv", common.SPEED_COLUMNS, [
+        dict(name="ppo_clip", env_id="CartPole-v1", sps=9000, cpu="A CPU"),
+        dict(name="pg", env_id="ALE/Breakout-v5", sps=100, cpu="A CPU"),
+        dict(name="ppo_clip", env_id="ALE/Breakout-v5", sps=500, cpu="A CPU"),
+    ])  # fmt: skip
+    cost = report.atari_cost(tmp_path)
+    assert "ALE/Breakout-v5 at 500 env steps per second on one CPU thread (A CPU)" in cost
+    assert "250,000 steps takes about 8 minutes" in cost  # 500 s
 
 
 def test_an_ale_id_names_one_folder_and_one_plot():
