@@ -433,7 +433,7 @@ def atari_cost(results_dir: Path) -> str:
     return (
         f"At these settings ppo_clip trains on {row['env_id']} at {sps:,.0f} env steps per second on one CPU thread "
         f"({row['cpu']}), so a run of {steps:,} steps takes about {steps / sps / 60:.0f} minutes, its evaluation "
-        "aside; the full report has every script's speed.\n"
+        "aside; the [full report](benchmarks/report/report.md) has every script's speed.\n"
     )
 
 
