@@ -130,6 +130,12 @@ def test_readme_s_atari_command_is_the_atari_suite_s_run():
     assert tyro.cli(type(suite), args=argv[2:]) == suite
 
 
+def test_the_manual_gives_the_columns_of_every_csv_the_harness_writes():
+    manual = (ROOT / "benchmarks" / "README.md").read_text()
+    for columns in (*common.SUITE_COLUMNS, common.RANDOM_COLUMNS, common.SPEED_COLUMNS):
+        assert f"`{','.join(columns)}`" in manual, columns
+
+
 @pytest.mark.parametrize("doc", [*DOCS, "benchmarks/NOTES.md"])
 def test_the_docs_links_lead_to_files(doc):
     text = (ROOT / doc).read_text()
