@@ -100,6 +100,14 @@ def read_scalars(run: Path) -> dict[str, list[float]]:
     return {key: [e.value for e in events.Scalars(key)] for key in events.Tags()["scalars"]}
 
 
+def events(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of a run folder, by key, as (step, value), read as tensorboard reads it: across the files of a
+    resumed run, what a resumed run purged is gone."""
+    accumulator = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {key: [(e.step, e.value) for e in accumulator.Scalars(key)] for key in accumulator.Tags()["scalars"]}
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Runs the test inside a temporary folder, so that runs/ lands there."""
@@ -143,6 +151,35 @@ class ConstantEnv(gym.Env):
         return np.zeros(1), 1.0, False, False, {}
 
 
+class PayEnv(gym.Env):
+    """obs = [t / 8]; step t of an episode (from 0) pays 0.5 + 0.1·t, so that no episode's return is its length, and
+    the first step's reward is not 0; terminates with probability 0.2 a step, or is cut by the time limit. Every
+    instance appends each episode it ends to PayEnv.ended, as (serial, steps, return, length, truncated): serial is the
+    instance's place among those made (a vector env makes env 0 first), steps how many steps it had taken by then."""
+
+    observation_space = gym.spaces.Box(0.0, np.inf, (1,), np.float64)
+    ended: list[tuple[int, int, float, int, bool]] = []
+    made, time_limit = 0, 8
+
+    def __init__(self, continuous: bool = False):
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,)) if continuous else gym.spaces.Discrete(2)
+        self.serial, self.steps = PayEnv.made, 0
+        PayEnv.made += 1
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.paid = 0, 0.0
+        return np.zeros(1), {}
+
+    def step(self, action):
+        reward = 0.5 + 0.1 * self.t
+        self.t, self.paid, self.steps = self.t + 1, self.paid + reward, self.steps + 1
+        terminated = bool(self.np_random.random() < 0.2)
+        if terminated or self.t == PayEnv.time_limit:
+            PayEnv.ended.append((self.serial, self.steps, self.paid, self.t, not terminated))
+        return np.array([self.t / 8]), reward, terminated, False, {}
+
+
 class SpacesEnv(CounterEnv):
     """Counter-v0 with other observation or action spaces, for the checks of which spaces the scripts support."""
 
@@ -184,6 +221,8 @@ class PixelEnv(gym.Env):
 gym.register("Counter-v0", entry_point=CounterEnv, max_episode_steps=12)
 gym.register("Constant-v0", entry_point=ConstantEnv, max_episode_steps=7)
 gym.register("NoTimeLimit-v0", entry_point=ConstantEnv)
+gym.register("Pay-v0", entry_point=PayEnv, max_episode_steps=PayEnv.time_limit)
+gym.register("BoxPay-v0", entry_point=PayEnv, max_episode_steps=PayEnv.time_limit, kwargs={"continuous": True})
 gym.register("Pixel-v0", entry_point=PixelEnv)
 gym.register("InfiniteBoxActions-v0", entry_point=SpacesEnv, max_episode_steps=12,
              kwargs={"action_space": gym.spaces.Box(-np.inf, np.inf, (2,))})  # fmt: skip

@@ -199,6 +199,40 @@ MUTANTS = {
         "explained_var = 1 - (batch.returns - batch.values).var() / var",
         "explained_var = (batch.returns - batch.values).var() / var",
     ),
+    # Issue 40's four classes, each in a form of this list's own: a shared behaviour, a figure a user reads, an
+    # optimizer's wiring, the end of a run.
+    "pg: the step weighs the raw Â, not the normalised one": (
+        "policy_loss = -(agent.dist(batch.obs).log_prob(batch.actions) * advantages).mean()",
+        "policy_loss = -(agent.dist(batch.obs).log_prob(batch.actions) * batch.advantages).mean()",
+    ),
+    "pg, npg, trpo: Â divided by its variance, not its std": (
+        "advantages = (advantages - advantages.mean()) / (advantages.std().nan_to_num() + 1e-8)",
+        "advantages = (advantages - advantages.mean()) / (advantages.var().nan_to_num() + 1e-8)",
+    ),
+    "rollout: an episode's return read from its length": (
+        'float(info["episode"]["r"][i]),',
+        'float(info["episode"]["l"][i]),',
+    ),
+    "main: the progress line's mean of the first 20 returns": (
+        "np.mean(episodic_returns[-20:])",
+        "np.mean(episodic_returns[:20])",
+    ),
+    "critic's Adam (pg, npg, trpo) at its flag's default rate": (
+        "torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate",
+        "torch.optim.Adam(agent.critic.parameters(), lr=Args.vf_learning_rate",
+    ),
+    "PPO: Adam without its ε of 1e-5": (
+        "torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5",
+        "torch.optim.Adam(agent.parameters(), lr=args.learning_rate",
+    ),
+    "main: the iterations rounded to the nearest, not down": (
+        "num_iterations = max(args.total_timesteps // batch_size, 1)",
+        "num_iterations = max(round(args.total_timesteps / batch_size), 1)",
+    ),
+    "main: the run's last checkpoint one iteration early": (
+        "iteration % args.save_every == 0 or iteration == num_iterations)",
+        "iteration % args.save_every == 0 or iteration == num_iterations - 1)",
+    ),
 }
 
 

@@ -9,7 +9,16 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import PLUMBING, ConstantEnv, only_run, read_scalars, saved_checkpoint, tiny_args, unavailable
+from conftest import (
+    PLUMBING,
+    ConstantEnv,
+    PayEnv,
+    events,
+    only_run,
+    saved_checkpoint,
+    tiny_args,
+    unavailable,
+)
 
 import ppo_clip
 
@@ -104,15 +113,31 @@ def test_truncated_constant_reward_has_zero_advantage(script):
     torch.testing.assert_close(batch.returns, torch.full_like(batch.returns, 1 / (1 - gamma)))
 
 
-def test_episode_statistics_count_every_step(script, in_tmp):
-    """Reward 1 on every step: each logged return equals its length, for every episode of every env. The vector
-    RecordEpisodeStatistics of gymnasium 1.1–1.3 lost the first step of each episode after the first under same-step
-    autoreset, so there the returns were one short."""
-    script.main(tiny_args(script, env_id="Counter-v0", total_timesteps=384, num_envs=3, num_steps=128))
-    scalars = read_scalars(only_run())
-    returns, lengths = scalars["charts/episodic_return"], scalars["charts/episodic_length"]
-    assert len(returns) >= 3 * 8  # several episodes in each env
-    assert returns == lengths
+@pytest.mark.parametrize("env_id", ["Pay-v0", "BoxPay-v0"], ids=["discrete", "box"])
+def test_each_logged_episode_is_the_env_s_own_return_and_length(script, env_id, in_tmp, capsys):
+    """Pay-v0 pays 0.5 + 0.1·t at step t, so an episode's return is not its length, and records every episode it
+    ends. In the order they ended, main logs each one's return and length at the step of the iteration it ended in,
+    returns the returns, and prints the mean of the last 20 on each iteration's line; on Box actions, where the rewards
+    it learns from are scaled, the figures are still the env's own. The vector RecordEpisodeStatistics of gymnasium
+    1.1–1.3 lost the first step of each episode after the first under same-step autoreset: one step short, 0.5 less."""
+    PayEnv.ended.clear()
+    batch = 2 * 64
+    returns = script.main(tiny_args(script, env_id=env_id, total_timesteps=3 * batch, num_envs=2, num_steps=64))
+    scalars = events(only_run())
+    ended = sorted(PayEnv.ended, key=lambda episode: (episode[1], episode[0]))  # by step, then env, as rollout
+    truth = [(batch * -(-steps // 64), paid, length) for _, steps, paid, length, _ in ended]
+    assert len(truth) >= 2 * 3 * 8 and len({length for *_, length in truth}) >= 5
+    assert any(truncated for *_, truncated in ended) and not all(truncated for *_, truncated in ended)
+    logged = [(step, r, l) for (step, r), (_, l) in zip(scalars["charts/episodic_return"],
+                                                        scalars["charts/episodic_length"], strict=True)]  # fmt: skip
+    assert [(step, length) for step, _, length in logged] == [(step, length) for step, _, length in truth]
+    assert [r for _, r, _ in logged] == pytest.approx([paid for _, paid, _ in truth], rel=1e-6)
+    assert returns == pytest.approx([paid for _, paid, _ in truth], rel=1e-6)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
+    for iteration, line in enumerate(lines, 1):
+        so_far = [paid for step, paid, _ in truth if step <= iteration * batch][-20:]
+        assert float(line.split("|")[1].removeprefix(" return")) == pytest.approx(np.mean(so_far), abs=0.051), line
+    assert len(lines) == 3
 
 
 def test_infinite_action_bounds_are_not_clipped(script, in_tmp, monkeypatch):

@@ -784,6 +784,57 @@ def test_one_update_moves_the_gaussian_log_std(script, in_tmp, monkeypatch):
         assert run.scalars["losses/policy_loss"][0] < 0
 
 
+def test_only_the_normalised_advantages_reach_the_update(script):
+    """Every script weighs its log-probabilities or ratios with Â normalised to mean 0 and std 1 over the batch (the
+    PPO scripts: over each minibatch). So the same batch with Â replaced by 3 + 5·Â, from the same start and seed,
+    ends at the same parameters and logs the same figures. Â only scaled, only centred, or left as it is would pull π
+    elsewhere on the shifted batch, or log another policy loss."""
+    ends = []
+    for shift, scale in ((0.0, 1.0), (3.0, 5.0)):
+        agent, batch = fixed_batch(script, continuous=True, n=64)
+        batch = batch._replace(advantages=shift + scale * batch.advantages)
+        torch.manual_seed(1)
+        metrics = call_update(script, agent, batch, tiny_args(script), beta=1.0)
+        ends.append((agent.state_dict(), {key: float(value) for key, value in metrics.items()}))
+    (weights, metrics), (shifted_weights, shifted_metrics) = ends
+    torch.testing.assert_close(shifted_weights, weights, rtol=1e-6, atol=1e-9)
+    assert shifted_metrics == pytest.approx(metrics, rel=1e-6, abs=1e-9)
+
+
+def test_update_logs_the_policy_loss_and_the_kl_of_the_new_policy(script):
+    """Over the whole batch, at the new θ, with Â (of mean 2 here) normalised over the batch: the policy loss each
+    script logs is its own objective's negative, pg's −Ê[log πθ(a|s)·Â], npg's and trpo's −Ê[r·Â], ppo_clip's
+    −Ê[min(r·Â, clip(r, 1 − ε, 1 + ε)·Â)] and ppo_kl's −Ê[r·Â − β·KL(π_old ‖ πθ)]; and the KL it logs is the exact
+    Ê[KL(π_old ‖ πθ)], which the update has made positive."""
+    agent, batch = fixed_batch(script, continuous=True, n=64)
+    batch, args, beta = batch._replace(advantages=batch.advantages + 2), tiny_args(script), 2.0
+    metrics = call_update(script, agent, batch, args, beta=beta)
+    with torch.no_grad():
+        dist = agent.dist(batch.obs)
+        logprobs, a = dist.log_prob(batch.actions), normalised(batch.advantages)
+        r, kl = torch.exp(logprobs - batch.logprobs), kl_divergence(batch.old_dist, dist)
+    objective = {"pg": logprobs * a, "npg": r * a, "trpo": r * a, "ppo_kl": r * a - beta * kl}
+    objective["ppo_clip"] = clipped_objective(r, a, getattr(args, "clip_coef", 0.2))
+    assert metrics["losses/policy_loss"].item() == pytest.approx(-objective[script.__name__].mean().item(), rel=1e-9)
+    assert metrics["losses/kl"].item() == pytest.approx(kl.mean().item(), rel=1e-9) and kl.mean() > 1e-6
+
+
+def test_one_update_moves_the_critic_toward_its_targets(script):
+    """R̂ = V(s) + 3 + noise on a batch of 64 states, at a critic's rate of 0.01: after one update, whatever the method,
+    the critic's loss Ê[(V(s) − R̂)²] on the batch is less than half what it was, and the update logs that loss, not
+    the one before it."""
+    agent, batch = fixed_batch(script, continuous=True, n=64)
+    batch = batch._replace(returns=batch.values + 3 + 0.5 * torch.randn(64, dtype=torch.float64))
+    rate = "vf_learning_rate" if hasattr(script.Args, "vf_learning_rate") else "learning_rate"
+    with torch.no_grad():
+        before = ((agent.value(batch.obs) - batch.returns) ** 2).mean().item()
+    metrics = call_update(script, agent, batch, tiny_args(script, **{rate: 0.01}), beta=1.0)
+    with torch.no_grad():
+        after = ((agent.value(batch.obs) - batch.returns) ** 2).mean().item()
+    assert after < 0.5 * before, (before, after)
+    assert metrics["losses/value_loss"].item() == pytest.approx(after, rel=1e-9)
+
+
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_zero_advantages_leave_the_policy_unchanged(script, in_tmp, monkeypatch, env_id):
     monkeypatch.setattr(script, "compute_gae", lambda rewards, *_: torch.zeros_like(rewards))
@@ -810,10 +861,9 @@ def test_non_finite_loss_skips_the_update(script, in_tmp, monkeypatch, capsys, e
     assert read_scalars(only_run())["charts/skipped_updates"][-1] > 0
 
 
-def test_batch_of_one(in_tmp):
+@pytest.mark.parametrize("script", ["pg", "npg", "trpo"], indirect=True)  # PPO's minibatches hold 2 samples at least
+def test_batch_of_one(script, in_tmp):
     """One sample: its advantage normalises to 0 instead of NaN (the std of one sample is NaN)."""
-    import pg
-
-    pg.main(tiny_args(pg, total_timesteps=8, num_envs=1, num_steps=1, num_minibatches=1, save_model=True))
+    script.main(tiny_args(script, total_timesteps=8, num_envs=1, num_steps=1, num_minibatches=1, save_model=True))
     assert all(torch.isfinite(w).all() for w in saved_checkpoint()["agent"].values())
     assert read_scalars(only_run())["charts/skipped_updates"][-1] == 0

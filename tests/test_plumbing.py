@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import tyro
-from conftest import PLUMBING, ROOT, only_run, read_scalars, saved_checkpoint, tiny_args, train_and_load
+from conftest import PLUMBING, ROOT, PayEnv, only_run, read_scalars, saved_checkpoint, tiny_args, train_and_load
 
 import ppo_clip
 
@@ -101,6 +101,26 @@ def test_evaluation_ends_without_a_time_limit():
     envs = script.make_env("NoTimeLimit-v0", 1, time_limit=script.EVAL_TIME_LIMIT)
     assert script.evaluate(agent, normalizer, envs, 2, seed=0) == [1000.0, 1000.0]
     envs.close()
+
+
+@pytest.mark.parametrize("name", PLUMBING)
+def test_evaluation_prints_and_returns_each_episode_s_own_return_and_length(name, capsys):
+    """Pay-v0 pays 0.5 + 0.1·t at step t, so no return is a length: evaluate prints each episode's return, its length
+    and whether the time limit cut it, then their mean and std, and returns the returns, all the env's own."""
+    script = importlib.import_module(name)
+    PayEnv.ended.clear()
+    envs = script.make_env("Pay-v0", 1, time_limit=script.EVAL_TIME_LIMIT)
+    returns = script.evaluate(script.Agent(1, envs.single_action_space), script.Normalizer(1, 1, 0.99, False, False),
+                              envs, 8, seed=0)  # fmt: skip
+    envs.close()
+    truth = [(paid, length, truncated) for _, _, paid, length, truncated in PayEnv.ended[:8]]
+    assert {truncated for *_, truncated in truth} == {False, True} and len({length for _, length, _ in truth}) > 2
+    assert returns == pytest.approx([paid for paid, _, _ in truth], rel=1e-6)
+    lines = capsys.readouterr().out.splitlines()
+    expected = [f"eval episode {i}: return {paid:.2f} in {length} steps" + " (truncated)" * truncated
+                for i, (paid, length, truncated) in enumerate(truth, 1)]  # fmt: skip
+    paid = [paid for paid, _, _ in truth]
+    assert lines == [*expected, f"eval: {np.mean(paid):.2f} ± {np.std(paid):.2f} over 8 episodes of Pay-v0"]
 
 
 @TWO

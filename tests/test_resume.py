@@ -8,14 +8,12 @@ end at the checkpoint's step. Steps-v0 is such an env; on any other, the resumed
 import os
 import signal
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import command_line, only_run, tiny_args
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import command_line, events, only_run, tiny_args
 
 
 class StepsEnv(gym.Env):
@@ -48,14 +46,6 @@ N = 2  # --save-every; each run is 2N iterations of 2 envs × 16 steps, so every
 
 def run_args(script, env_id: str, **overrides):
     return tiny_args(script, env_id=env_id, num_steps=16, total_timesteps=2 * N * 32, save_every=N, **overrides)
-
-
-def events(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of a run folder, by key, as (step, value), read as tensorboard reads it: across the files of a
-    resumed run, what a resumed run purged is gone."""
-    accumulator = EventAccumulator(str(run), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    return {key: [(e.step, e.value) for e in accumulator.Scalars(key)] for key in accumulator.Tags()["scalars"]}
 
 
 def next_second() -> None:
@@ -137,3 +127,30 @@ def test_a_resumed_run_keeps_its_arguments_and_takes_the_flags_that_may_change(s
     assert {k: v for k, v in vars(args).items() if k not in trpo.RESUME_MAY_CHANGE} == {
         k: v for k, v in checkpoint["args"].items() if k not in trpo.RESUME_MAY_CHANGE
     }
+
+
+def test_a_run_that_save_every_does_not_divide_ends_with_its_last_iteration_saved(script, in_tmp, monkeypatch):
+    """5 iterations of 2 envs × 16 steps (180 steps asked: the 20 left over make no sixth) with --save-every 2: the
+    checkpoints of iterations 2, 4 and 5, and the one left on disk holds the fifth update's weights and the step 160,
+    where tensorboard's last point is."""
+    saved, after_update = [], []
+    save_checkpoint, update = script.save_checkpoint, script.update
+
+    def save_spy(agent, normalizer, args, path, progress=None):
+        saved.append((progress["iteration"], progress["global_step"]))
+        return save_checkpoint(agent, normalizer, args, path, progress)
+
+    def update_spy(agent, *args, **kwargs):
+        metrics = update(agent, *args, **kwargs)
+        after_update.append({name: weight.clone() for name, weight in agent.state_dict().items()})
+        return metrics
+
+    monkeypatch.setattr(script, "save_checkpoint", save_spy)
+    monkeypatch.setattr(script, "update", update_spy)
+    script.main(tiny_args(script, env_id="Steps-v0", num_steps=16, total_timesteps=5 * 32 + 20, save_every=2))
+    assert saved == [(2, 64), (4, 128), (5, 160)] and len(after_update) == 5
+    checkpoint = torch.load(only_run() / f"{script.__name__}.model", weights_only=True)
+    assert (checkpoint["progress"]["iteration"], checkpoint["progress"]["global_step"]) == (5, 160)
+    torch.testing.assert_close(checkpoint["agent"], after_update[-1], rtol=0, atol=0)
+    assert any(not torch.equal(after_update[-2][name], w) for name, w in after_update[-1].items()), "the 5th moved it"
+    assert [step for step, _ in events(only_run())["charts/SPS"]] == [32, 64, 96, 128, 160]

@@ -4,11 +4,13 @@ repeats a run.
 The math functions have their own tests; these catch a correct function called with the wrong inputs. Each runs main
 for one or two small batches, watching it through spies on the module's own functions (conftest.train)."""
 
+import importlib
+import inspect
 import shutil
 
 import pytest
 import torch
-from conftest import only_run, read_scalars, tiny_args, train, train_and_load
+from conftest import SCRIPTS, only_run, read_scalars, tiny_args, train, train_and_load
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import ppo_clip
@@ -18,8 +20,10 @@ import ppo_kl
 def test_gae_sees_the_true_successor_of_every_step(script, in_tmp, monkeypatch):
     """Counter-v0's obs is [episode id, step]; its episodes end by termination or by the 12-step time limit. main must
     hand compute_gae V(s') of the true successor s' (the final obs where an episode ended), 0 after a termination only,
-    and the dones that stop Â at the end of each episode: there Â_t is its own TD error."""
-    run = train(script, monkeypatch, env_id="Counter-v0", num_envs=3, num_steps=60, total_timesteps=180)
+    and the dones that stop Â at the end of each episode: there Â_t is its own TD error; and the run's own γ and λ, in
+    that order (γ ≠ λ here, and neither is a default)."""
+    run = train(script, monkeypatch, env_id="Counter-v0", num_envs=3, num_steps=60, total_timesteps=180, gamma=0.9,
+                gae_lambda=0.6)  # fmt: skip
     data = run.batches[0]
     obs, true_next_obs, rewards, terminations, dones = (
         data.obs,
@@ -28,7 +32,8 @@ def test_gae_sees_the_true_successor_of_every_step(script, in_tmp, monkeypatch):
         data.terminations,
         data.dones,
     )
-    ((gae_rewards, values, next_values, gae_dones, gamma, _, advantages),) = run.gae_calls
+    ((gae_rewards, values, next_values, gae_dones, gamma, gae_lambda, advantages),) = run.gae_calls
+    assert (gamma, gae_lambda) == (0.9, 0.6)
     truncations = dones.bool() & ~terminations.bool()
     assert terminations.sum() >= 3 and truncations.sum() >= 3 and dones[:-1].sum() >= 6
     # The successor of each obs is the next step of the same episode, also where the env has already reset.
@@ -52,11 +57,67 @@ def test_each_rollout_continues_where_the_last_one_ended(script, in_tmp, monkeyp
     assert torch.equal(second.obs[0], first.last_obs) and not torch.equal(second.obs[0], first.obs[0])
 
 
-@pytest.mark.parametrize("script", ["pg", "ppo_clip", "ppo_kl"], indirect=True)
-def test_the_learning_rate_decays_linearly_from_its_full_value(script, in_tmp, monkeypatch):
-    """--anneal-lr: iteration i of N runs at lr·(1 − (i − 1)/N): the first at lr itself, none at 0."""
-    run = train(script, monkeypatch, total_timesteps=4 * 2 * 64, learning_rate=0.01)
-    assert run.scalars["charts/learning_rate"] == pytest.approx([0.01, 0.0075, 0.005, 0.0025])
+# Each script's optimizers, by the name update gives them: the parameters each one steps (θ: the policy's; V: the
+# critic's), the flag of its learning rate, and its Adam ε. npg's and trpo's θ is in none: the natural step moves it.
+OPTIMIZERS = {
+    "pg": {"policy_optimizer": ("θ", "learning_rate", 1e-8), "value_optimizer": ("V", "vf_learning_rate", 1e-8)},
+    "npg": {"value_optimizer": ("V", "vf_learning_rate", 1e-8)},
+    "trpo": {"value_optimizer": ("V", "vf_learning_rate", 1e-8)},
+    "ppo_clip": {"optimizer": ("θ and V", "learning_rate", 1e-5)},
+    "ppo_kl": {"optimizer": ("θ and V", "learning_rate", 1e-5)},
+}
+RATES = {"learning_rate": 0.01, "vf_learning_rate": 0.002}  # neither a default, nor each other
+ANNEAL = [(name, anneal) for name in SCRIPTS for anneal in
+          ((True, False) if hasattr(importlib.import_module(name).Args, "anneal_lr") else (None,))]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, anneal", ANNEAL)
+def test_each_optimizer_steps_its_own_parameters_at_its_own_rate(name, anneal, in_tmp, monkeypatch):
+    """4 iterations on Pendulum-v1 (θ holds log σ), with rates that differ per optimizer: each optimizer that update is
+    handed is an Adam over exactly its parameters, each once, and steps; none holds a parameter another holds, and
+    none is left out but npg's and trpo's θ. The rate of iteration i of N is --learning-rate · (1 − (i − 1)/N) for
+    the optimizers at --learning-rate under --anneal-lr (the first at the rate itself, none at 0), and the flag's
+    own rate for every other, at every iteration; the scripts that anneal log the annealed rate."""
+    script = importlib.import_module(name)
+    seen, stepped, update, guarded_step = [], set(), script.update, script.guarded_step
+
+    def update_spy(*args, **kwargs):
+        arguments = inspect.signature(update).bind(*args, **kwargs).arguments
+        optimizers = {key: value for key, value in arguments.items() if isinstance(value, torch.optim.Optimizer)}
+        seen.append((arguments["agent"], optimizers, {key: [g["lr"] for g in o.param_groups] for key, o in
+                                                       optimizers.items()}))  # fmt: skip
+        return update(*args, **kwargs)
+
+    def guarded_step_spy(optimizer, *args, **kwargs):
+        stepped.add(optimizer)
+        return guarded_step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(script, "update", update_spy)
+    monkeypatch.setattr(script, "guarded_step", guarded_step_spy)
+    overrides = {flag: rate for flag, rate in RATES.items() if hasattr(script.Args, flag)}
+    overrides |= {} if anneal is None else {"anneal_lr": anneal}
+    run = train(script, monkeypatch, env_id="Pendulum-v1", total_timesteps=4 * 2 * 64, **overrides)
+    agent, optimizers, _ = seen[0]
+    theta, critic = agent.policy_parameters(), list(agent.critic.parameters())
+    assert agent is run.agent and any(p is agent.actor_logstd for p in theta)
+    parameters = {"θ": theta, "V": critic, "θ and V": theta + critic}
+    assert len(seen) == 4 and all(s[0] is agent and s[1] == optimizers for s in seen)
+    assert set(optimizers) == set(OPTIMIZERS[name]) and stepped == set(optimizers.values())
+    held = [p for optimizer in optimizers.values() for group in optimizer.param_groups for p in group["params"]]
+    assert len({id(p) for p in held}) == len(held), "a parameter in two optimizers, or twice in one"
+    left_out = {id(p) for p in agent.parameters() if p.requires_grad} - {id(p) for p in held}
+    assert left_out == ({id(p) for p in theta} if name in ("npg", "trpo") else set())
+    for key, (which, flag, eps) in OPTIMIZERS[name].items():
+        optimizer = optimizers[key]
+        assert type(optimizer) is torch.optim.Adam and all(g["eps"] == eps for g in optimizer.param_groups), key
+        assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {id(p) for p in parameters[which]}, key
+        rate, annealed = overrides[flag], anneal and flag == "learning_rate"
+        expected = [rate * (1 - i / 4) if annealed else rate for i in range(4)]
+        for group in range(len(optimizer.param_groups)):
+            assert [lrs[key][group] for _, _, lrs in seen] == pytest.approx(expected, rel=1e-12), (key, group)
+        if flag == "learning_rate":
+            assert run.scalars["charts/learning_rate"] == pytest.approx(expected, rel=1e-6)
+    assert ("charts/learning_rate" in run.scalars) == (anneal is not None)
 
 
 def test_zero_advantages_leave_the_critic_unchanged(script, in_tmp, monkeypatch):
@@ -145,3 +206,29 @@ def test_same_seed_same_run(script, in_tmp, env_id):
     assert not all(torch.equal(w, other["agent"][name]) for name, w in first["agent"].items())
     for name, stats in first["normalizer"].items():
         assert all(torch.equal(stat, second["normalizer"][name][key]) for key, stat in stats.items()), name
+
+
+def test_fused_adam_trains_as_the_per_tensor_adam_within_float_tolerance(script, in_tmp, monkeypatch):
+    """Every Adam of main is fused (one kernel over all its parameters), a change of rounding only: a fixed-seed run
+    of a few updates ends with the weights that torch's per-tensor Adam, its default on a CPU, gives, to float
+    tolerance (a different Adam, e.g. another ε or no bias correction, would move them by far more)."""
+    adam, made = torch.optim.Adam, []
+
+    def recording(params, **kwargs):
+        made.append(kwargs)
+        return adam(params, **kwargs)
+
+    def per_tensor(params, **kwargs):
+        return adam(params, **{**kwargs, "fused": False, "foreach": False})
+
+    runs = []
+    for optimizer in (recording, per_tensor):
+        monkeypatch.setattr(torch.optim, "Adam", optimizer)
+        runs.append(train(script, monkeypatch, env_id="Pendulum-v1", total_timesteps=3 * 2 * 64))
+    assert made and all(kwargs.get("fused") for kwargs in made)
+    fused, per_tensor_run = (dict(run.agent.named_parameters()) for run in runs)
+    initial = dict(runs[1].initial.named_parameters())
+    for name, p in per_tensor_run.items():
+        torch.testing.assert_close(fused[name], p, rtol=1e-4, atol=1e-5, msg=name)
+    moved = max((p - initial[name]).abs().max().item() for name, p in per_tensor_run.items() if "critic" in name)
+    assert moved > 1e-3, "the critic's Adam steps moved it by far more than the tolerance"
