@@ -96,7 +96,7 @@ def test_each_optimizer_steps_its_own_parameters_at_its_own_rate(name, anneal, i
     monkeypatch.setattr(script, "guarded_step", guarded_step_spy)
     overrides = {flag: rate for flag, rate in RATES.items() if hasattr(script.Args, flag)}
     overrides |= {} if anneal is None else {"anneal_lr": anneal}
-    run = train(script, monkeypatch, env_id="Pendulum-v1", total_timesteps=4 * 2 * 64, **overrides)
+    run = train(script, monkeypatch, env_id="Pendulum-v1", num_steps=16, total_timesteps=4 * 2 * 16, **overrides)
     agent, optimizers, _ = seen[0]
     theta, critic = agent.policy_parameters(), list(agent.critic.parameters())
     assert agent is run.agent and any(p is agent.actor_logstd for p in theta)
