@@ -191,14 +191,14 @@ class SpacesEnv(CounterEnv):
 class PixelEnv(gym.Env):
     """A 36 × 36 RGB image (H, W, C), black but for one pixel, lit (255) or dark at random. Action 1 pays 1 when it is
     lit, action 0 when it is dark, and the episode ends: a policy that reads the pixel scores 1, one that does not 0.5
-    on average."""
+    on average. continuous: a ∈ [−1, 1] pays −(a − lit)²."""
 
     observation_space = gym.spaces.Box(0, 255, (36, 36, 3), np.uint8)
-    action_space = gym.spaces.Discrete(2)
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
-    def __init__(self, render_mode=None):
+    def __init__(self, render_mode=None, continuous: bool = False):
         self.render_mode = render_mode
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,)) if continuous else gym.spaces.Discrete(2)
 
     def observe(self):
         self.lit = int(self.np_random.integers(2))
@@ -211,7 +211,7 @@ class PixelEnv(gym.Env):
         return self.observe(), {}
 
     def step(self, action):
-        reward = float(action == self.lit)
+        reward = -float((action[0] - self.lit) ** 2) if self.action_space.shape else float(action == self.lit)
         return self.observe(), reward, True, False, {}
 
     def render(self):
@@ -224,6 +224,7 @@ gym.register("NoTimeLimit-v0", entry_point=ConstantEnv)
 gym.register("Pay-v0", entry_point=PayEnv, max_episode_steps=PayEnv.time_limit)
 gym.register("BoxPay-v0", entry_point=PayEnv, max_episode_steps=PayEnv.time_limit, kwargs={"continuous": True})
 gym.register("Pixel-v0", entry_point=PixelEnv)
+gym.register("BoxPixel-v0", entry_point=PixelEnv, kwargs={"continuous": True})
 gym.register("InfiniteBoxActions-v0", entry_point=SpacesEnv, max_episode_steps=12,
              kwargs={"action_space": gym.spaces.Box(-np.inf, np.inf, (2,))})  # fmt: skip
 

@@ -205,6 +205,10 @@ MUTANTS = {
         "policy_loss = -(agent.dist(batch.obs).log_prob(batch.actions) * advantages).mean()",
         "policy_loss = -(agent.dist(batch.obs).log_prob(batch.actions) * batch.advantages).mean()",
     ),
+    "main: observations normalised on Box actions, images too": (
+        "args.norm_obs = continuous and not image if",
+        "args.norm_obs = continuous if",
+    ),
     "pg, npg, trpo: Â divided by its variance, not its std": (
         "advantages = (advantages - advantages.mean()) / (advantages.std().nan_to_num() + 1e-8)",
         "advantages = (advantages - advantages.mean()) / (advantages.var().nan_to_num() + 1e-8)",
