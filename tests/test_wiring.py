@@ -206,4 +206,3 @@ def test_same_seed_same_run(script, in_tmp, env_id):
     assert not all(torch.equal(w, other["agent"][name]) for name, w in first["agent"].items())
     for name, stats in first["normalizer"].items():
         assert all(torch.equal(stat, second["normalizer"][name][key]) for key, stat in stats.items()), name
-
