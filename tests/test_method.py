@@ -472,7 +472,9 @@ def test_trpo_skips_the_line_search_on_a_non_finite_step(in_tmp, monkeypatch):
     monkeypatch.setattr(trpo, "compute_gae", lambda rewards, *_: torch.full_like(rewards, torch.nan))
     trpo.main(tiny_args(trpo, env_id="Pendulum-v1", total_timesteps=128, save_model=True))
     assert calls == []
-    assert read_scalars(only_run())["charts/line_search_steps"] == [0.0], "no step was tried"
+    scalars = read_scalars(only_run())
+    assert scalars["charts/line_search_steps"] == [0.0], "no step was tried"
+    assert scalars["charts/line_search_accepted"] == [0.0], "so none was accepted"
     weights = saved_checkpoint()["agent"]
     for name, weight in initial_agent(trpo, "Pendulum-v1").state_dict().items():
         assert torch.equal(weights[name], weight), name

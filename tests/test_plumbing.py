@@ -140,7 +140,7 @@ def test_module_env_ids_train_save_and_evaluate(script, in_tmp, monkeypatch):
 # ---- Ctrl-C, run folders, envs, video, --help
 
 
-def test_ctrl_c_saves_flushes_and_exits_130(script, in_tmp, monkeypatch):
+def test_ctrl_c_saves_flushes_and_exits_130(script, in_tmp, monkeypatch, capsys):
     rollout, calls = script.rollout, []
 
     def interrupted_rollout(*args):
@@ -153,6 +153,7 @@ def test_ctrl_c_saves_flushes_and_exits_130(script, in_tmp, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         script.main(tiny_args(script, total_timesteps=1024, num_steps=64, save_model=True))
     assert exit_info.value.code == 130
+    assert f"{script.__name__}: interrupted at step 256\n" in capsys.readouterr().err  # 2 iterations of 2 × 64 steps
     assert len(read_scalars(only_run())["losses/kl"]) == 2  # the two finished iterations reached tensorboard
     assert set(saved_checkpoint()) == {"script", "agent", "normalizer", "args"}
 
