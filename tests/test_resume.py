@@ -70,7 +70,7 @@ def interrupt_at(script, patch: pytest.MonkeyPatch, iteration: int) -> None:
 
 
 @pytest.mark.parametrize("env_id", ["Steps-v0", "BoxSteps-v0"], ids=["discrete", "box"])
-def test_a_resumed_run_is_the_run_that_was_not_interrupted(script, env_id, in_tmp, monkeypatch, sigint_raises):
+def test_a_resumed_run_is_the_run_that_was_not_interrupted(script, env_id, in_tmp, monkeypatch, capsys, sigint_raises):
     """2N iterations straight against N, a SIGINT in iteration N + 1, and --resume: the same steps logged once each,
     the same learning rates, β, losses and returns, and at the end the same weights, normaliser statistics and
     optimizer states (Adam's step counts among them). On Box actions, observations are normalised and rewards scaled."""
@@ -81,6 +81,10 @@ def test_a_resumed_run_is_the_run_that_was_not_interrupted(script, env_id, in_tm
         script.main(run_args(script, env_id))
     assert stop.value.code == 130
     checkpoint = only_run() / f"{script.__name__}.model"
+    assert (
+        f"{script.__name__}: interrupted at step {32 * (N + 1)}; --resume {checkpoint} continues it\n"
+        in capsys.readouterr().err
+    )
     assert torch.load(checkpoint, weights_only=True)["progress"]["iteration"] == N
     next_second()
     script.main(script.Args(resume=str(checkpoint)))
