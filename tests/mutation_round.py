@@ -68,7 +68,8 @@ def sample(folder: Path, functions: list[str], per_script: int, seed: int) -> li
         generated = sorted(json.loads((folder / "mutants" / f"{name}.py.meta").read_text())["exit_code_by_key"])
         rng = random.Random(seed)
         for function in functions:
-            of_function = [key for key in generated if key.startswith(f"{name}.x_{function}__mutmut_")]
+            mangled = "x" + "".join(f"ǁ{part}" for part in function.split(".")) if "." in function else f"x_{function}"
+            of_function = [key for key in generated if key.startswith(f"{name}.{mangled}__mutmut_")]
             names += rng.sample(of_function, min(per_script, len(of_function))) if per_script else of_function
     return names
 
@@ -76,7 +77,7 @@ def sample(folder: Path, functions: list[str], per_script: int, seed: int) -> li
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, default=Path("/tmp/mutation-round"), help="the copy, made anew")
-    parser.add_argument("--functions", nargs="+", default=["update", "main"], help="module-level functions to mutate")
+    parser.add_argument("--functions", nargs="+", default=["update", "main"], help="functions, or Class.method")
     parser.add_argument("--per-script", type=int, default=6, help="mutants of each function in each script; 0: all")
     parser.add_argument("--seed", type=int, default=40)
     parser.add_argument("--rev", default="HEAD", help="the commit whose scripts and tests the round takes")
