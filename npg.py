@@ -221,12 +221,16 @@ class Batch(NamedTuple):
 
 def make_batch(agent: Agent, data, gamma: float, gae_lambda: float) -> Batch:
     """Â and R̂ of a Rollout, flattened, with π_old. V(s_{t+1}) is 0 after a termination only: after a truncation (a
-    time limit) it is V(final obs)."""
+    time limit) it is V(final obs). Elsewhere s_{t+1} is the next step's s, whose V is reused, not computed again."""
     obs = data.obs.flatten(0, 1)
     with torch.no_grad():
         old_dist, values = agent.dist_and_value(obs)  # π_old and V(s), from one pass where π and V share an encoder
         values = values.view_as(data.rewards)
-        next_values = agent.value(data.next_obs) * (1.0 - data.terminations)  # V(s_{t+1}), 0 after termination
+        next_values = torch.cat([values[1:], agent.value(data.last_obs)[None]])  # V(s_{t+1}) = V(s) of step t + 1
+        ended = data.dones.bool()  # there the env has reset: s_{t+1} is the episode's final obs, data.next_obs
+        if ended.any():
+            next_values[ended] = agent.value(data.next_obs[ended])
+        next_values = next_values * (1.0 - data.terminations)  # 0 after termination
     advantages = compute_gae(data.rewards, values, next_values, data.dones, gamma, gae_lambda)
     returns = advantages + values
     flat = (x.flatten(0, 1) for x in (data.actions, data.logprobs, advantages, returns, values))
@@ -363,7 +367,8 @@ def main(args: Args) -> list[float]:
     args.norm_obs = continuous and not image if args.norm_obs is None else args.norm_obs
     args.norm_reward = continuous if args.norm_reward is None else args.norm_reward
     agent, normalizer = build(args, envs, device)
-    value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
+    # fused: Adam's step as one kernel over all the parameters; on a CPU torch otherwise loops over them one by one
+    value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate, fused=True)
     optimizers = {"value_optimizer": value_optimizer}  # what --resume restores
     progress = dict(iteration=0, global_step=0, skipped_updates=0)  # where a run starts, or with --resume:
     progress = restore(checkpoint, agent, normalizer, optimizers) if checkpoint else progress

@@ -9,6 +9,10 @@ With --pixels, each script also plays ALE/Seaquest-v5 at the atari suite's setti
 6,144 steps, long enough for episodes to end inside a rollout, and evaluates one episode: the image path (the
 NatureCNN, uint8 frames, sign rewards), which the flat envs never reach. About 3 minutes more here (18 s without);
 needs ale-py.
+
+benchmarks/fingerprint.json is its output with --pixels at the last change of learning or of rounding, made on this
+project's machines (an AMD EPYC, one thread): the reference a later change is compared with, on a machine of that kind
+(another CPU rounds differently).
 """
 
 import contextlib

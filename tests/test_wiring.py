@@ -206,3 +206,29 @@ def test_same_seed_same_run(script, in_tmp, env_id):
     assert not all(torch.equal(w, other["agent"][name]) for name, w in first["agent"].items())
     for name, stats in first["normalizer"].items():
         assert all(torch.equal(stat, second["normalizer"][name][key]) for key, stat in stats.items()), name
+
+
+def test_fused_adam_trains_as_the_per_tensor_adam_within_float_tolerance(script, in_tmp, monkeypatch):
+    """Every Adam of main is fused (one kernel over all its parameters), a change of rounding only: a fixed-seed run
+    of a few updates ends with the weights that torch's per-tensor Adam, its default on a CPU, gives, to float
+    tolerance (a different Adam, e.g. another ε or no bias correction, would move them by far more)."""
+    adam, made = torch.optim.Adam, []
+
+    def recording(params, **kwargs):
+        made.append(kwargs)
+        return adam(params, **kwargs)
+
+    def per_tensor(params, **kwargs):
+        return adam(params, **{**kwargs, "fused": False, "foreach": False})
+
+    runs = []
+    for optimizer in (recording, per_tensor):
+        monkeypatch.setattr(torch.optim, "Adam", optimizer)
+        runs.append(train(script, monkeypatch, env_id="Pendulum-v1", total_timesteps=3 * 2 * 64))
+    assert made and all(kwargs.get("fused") for kwargs in made)
+    fused, per_tensor_run = (dict(run.agent.named_parameters()) for run in runs)
+    initial = dict(runs[1].initial.named_parameters())
+    for name, p in per_tensor_run.items():
+        torch.testing.assert_close(fused[name], p, rtol=1e-4, atol=1e-5, msg=name)
+    moved = max((p - initial[name]).abs().max().item() for name, p in per_tensor_run.items() if "critic" in name)
+    assert moved > 1e-3, "the critic's Adam steps moved it by far more than the tolerance"
