@@ -93,8 +93,8 @@ MUTANTS = {
         'np.stack(info["final_obs"][done]), device, update=True)',
     ),
     "make_batch: no bootstrap after a truncation": (
-        "agent.value(data.next_obs) * (1.0 - data.terminations)",
-        "agent.value(data.next_obs) * (1.0 - data.dones)",
+        "next_values = next_values * (1.0 - data.terminations)",
+        "next_values = next_values * (1.0 - data.dones)",
     ),
     "make_batch: GAE runs across episode ends": (
         "compute_gae(data.rewards, values, next_values, data.dones,",
