@@ -64,6 +64,13 @@ def test_gae_lambda_1_is_reward_to_go_minus_baseline(script):
     np.testing.assert_allclose(advantages[:, 0], reward_to_go - values[:, 0], atol=1e-12)
 
 
+def test_gae_of_a_one_step_rollout_is_its_td_error(script):
+    """--num-steps 1, which every script allows (the PPO scripts too, with several envs): Â = r + γ·V(s') − V(s)."""
+    rewards, values, next_values, dones = (x[:1] for x in random_batch(seed=3))
+    expected = rewards + 0.9 * next_values - values
+    np.testing.assert_allclose(gae(script, rewards, values, next_values, dones, 0.9, 0.5), expected, atol=1e-12)
+
+
 # ---- The policy heads and the image encoder
 
 
@@ -90,6 +97,24 @@ def test_gaussian_head_matches_closed_form(script):
     torch.testing.assert_close(dist.entropy(), (0.5 * math.log(2 * math.pi * math.e) + log_sigma).sum().expand(5))
     assert any(p is agent.actor_logstd for p in agent.policy_parameters())
     assert not any(p is q for p in agent.policy_parameters() for q in agent.critic.parameters())
+
+
+@pytest.mark.parametrize("obs_dim", [4, (4, 84, 84)], ids=["flat", "image"])
+def test_layers_are_orthogonal_with_their_gains_and_zero_biases(script, obs_dim):
+    """Huang et al. 2022's initialisation: every layer's weight is orthogonal, scaled by its gain (√2 for the hidden
+    layers and the NatureCNN's, 1 for the critic's output, 0.01 for the actor's), every bias 0; on an image too."""
+    torch.manual_seed(0)
+    agent = script.Agent(obs_dim, gym.spaces.Discrete(3))
+    heads = {"critic": 1.0, "actor": 0.01}
+    layers = [m for m in agent.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    outputs = {id([*getattr(agent, part).modules()][-1]): gain for part, gain in heads.items()}
+    assert len(outputs) == 2 and len(layers) == (10 if obs_dim != 4 and not script.__name__.startswith("ppo") else 6)
+    for layer in layers:
+        gain = outputs.get(id(layer), math.sqrt(2))
+        weight = layer.weight.detach().flatten(1)  # (out, in·k·k): orthogonal rows, or columns where out > in·k·k
+        gram = weight @ weight.T if weight.shape[0] <= weight.shape[1] else weight.T @ weight
+        torch.testing.assert_close(gram, gain**2 * torch.eye(len(gram)), rtol=0, atol=1e-5 * gain**2)
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
 
 
 def test_log_std_init_reaches_the_agent(script):
