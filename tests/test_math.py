@@ -99,7 +99,7 @@ def test_gaussian_head_matches_closed_form(script):
     assert not any(p is q for p in agent.policy_parameters() for q in agent.critic.parameters())
 
 
-@pytest.mark.parametrize("obs_dim", [4, (4, 84, 84)], ids=["flat", "image"])
+@pytest.mark.parametrize("obs_dim", [4, (3, 36, 36)], ids=["flat", "image"])
 def test_layers_are_orthogonal_with_their_gains_and_zero_biases(script, obs_dim):
     """Huang et al. 2022's initialisation: every layer's weight is orthogonal, scaled by its gain (√2 for the hidden
     layers and the NatureCNN's, 1 for the critic's output, 0.01 for the actor's), every bias 0; on an image too."""
