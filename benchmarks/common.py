@@ -66,7 +66,7 @@ class Suite:
     scripts: tuple[str, ...] = SCRIPTS
     """our scripts; their peers (peers.py) run on the envs they have settings for, when asked"""
     in_report: bool = True
-    """whether report.py (and so README) shows the suite; the smoke suite checks the harness, it measures nothing"""
+    """whether report.py (report.md and README) shows the suite; the smoke suite checks the harness, it measures nothing"""
     seeds_of: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
     """rows (scripts or peers) that run only some of the seeds, by name"""
     save_every: int | None = None
@@ -412,7 +412,7 @@ def cpu_name() -> str:
 
 def speed_markdown(rows: list[dict]) -> str:
     """The Markdown tables of results/speed.csv: each script against raw stepping of its own vector env, and our
-    scripts against SB3 / sb3-contrib at matched settings. speed.py writes them, report.py puts them in README."""
+    scripts against SB3 / sb3-contrib at matched settings. speed.py writes them, report.py puts them in report.md."""
     by_name = {(row["name"], row["env_id"]): row for row in rows}
     vectors = next((row for row in rows if not row["env_id"].startswith("ALE/")), None)
     pixels = next((row for row in rows if row["env_id"].startswith("ALE/")), None)

@@ -57,7 +57,7 @@ from common import (
 @dataclass
 class Options:
     suite: str = "classic"
-    """the suite: classic, mujoco, atari or smoke (SUITES in benchmarks/common.py)"""
+    """the suite: classic, mujoco, atari, gym-mujoco or smoke (SUITES in benchmarks/common.py)"""
     scripts: tuple[str, ...] = ()
     """run only these of the suite's scripts, or peers such as sb3-ppo (default: all the scripts)"""
     peers: bool = False

@@ -1,7 +1,7 @@
 """How fast the scripts train, in env steps per second (SPS), against two yardsticks: raw stepping of the same vector
 env with random actions (so the ratio is the share of time left to the env), and Stable-Baselines3 PPO /
 sb3-contrib TRPO at ppo_clip's / trpo's settings. Writes results/speed.csv and report/speed.md; report.py puts the
-tables in README.
+tables in the full report (report/report.md) and an Atari run's cost in README.
 
     pip install -r benchmarks/requirements.txt
     python benchmarks/speed.py                  # on an otherwise idle machine: a few minutes
