@@ -66,7 +66,7 @@ class Suite:
     scripts: tuple[str, ...] = SCRIPTS
     """our scripts; their peers (peers.py) run on the envs they have settings for, when asked"""
     in_report: bool = True
-    """whether report.py (report.md and README) shows the suite; the smoke suite checks the harness, it measures nothing"""
+    """whether report.py (report.md, README) shows the suite; the smoke suite checks the harness, it measures nothing"""
     seeds_of: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
     """rows (scripts or peers) that run only some of the seeds, by name"""
     save_every: int | None = None
