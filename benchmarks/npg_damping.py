@@ -9,7 +9,6 @@ About 30 s per seed on one thread. hyperparams.toml cites its output for npg's A
 import os
 import sys
 from dataclasses import dataclass, field
-from functools import partial
 
 import torch
 import tyro
@@ -47,12 +46,8 @@ def first_steps(args: Args, seed: int) -> dict[tuple[int, float], float]:
     ratios = {}
     for k in args.subsamples:
         fisher_obs = batch.obs[::k]
-        with torch.no_grad():
-            fisher_old = agent.dist(fisher_obs)
-        for damping in args.dampings:  # ∇KL afresh at θ_old each time: set_flat_params moves θ in place
-            kl = kl_divergence(fisher_old, agent.dist(fisher_obs)).mean()
-            grad_kl = npg.flat_grad(kl, params, create_graph=True)
-            fvp = partial(npg.fisher_vector_product, grad_kl, params)
+        for damping in args.dampings:  # F at θ_old each time: set_flat_params moves θ in place
+            fvp = npg.fisher_vector_product(agent, fisher_obs)
             step, _ = npg.natural_gradient_step(g, fvp, args.target_kl, 10, damping)
             npg.set_flat_params(params, theta_old + step)
             with torch.no_grad():

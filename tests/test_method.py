@@ -18,7 +18,6 @@ cannot pass by accident."""
 import copy
 import importlib
 import importlib.util
-from functools import partial
 
 import gymnasium as gym
 import pytest
@@ -180,10 +179,8 @@ def mean_kl_of_flat(agent, obs, old_dist):
 
 
 def fvp_of(script, agent, obs, old_dist):
-    """v ↦ F·v at the agent's current θ, with ∇θ KL built once, as main builds it."""
-    params = agent.policy_parameters()
-    kl = kl_divergence(old_dist, agent.dist(obs)).mean()
-    return partial(script.fisher_vector_product, script.flat_grad(kl, params, create_graph=True), params)
+    """v ↦ F·v at the agent's current θ = θ_old (old_dist is π_old there), as update builds it."""
+    return script.fisher_vector_product(agent, obs)
 
 
 def objective_of(script, agent, obs, actions, logprobs, advantages, old_dist):
@@ -199,10 +196,9 @@ def objective_of(script, agent, obs, actions, logprobs, advantages, old_dist):
 def natural_step(script, agent, obs, actions, logprobs, advantages, old_dist, delta, iters=10, damping=0.1):
     """The script's natural gradient step from the agent's current θ, wired as update wires it."""
     params = agent.policy_parameters()
-    surrogate, kl = objective_of(script, agent, obs, actions, logprobs, advantages, old_dist)()
-    g = script.flat_grad(surrogate, params, retain_graph=True)
-    fvp = partial(script.fisher_vector_product, script.flat_grad(kl, params, create_graph=True), params)
-    return script.natural_gradient_step(g, fvp, delta, iters, damping)
+    surrogate, _ = objective_of(script, agent, obs, actions, logprobs, advantages, old_dist)()
+    g = script.flat_grad(surrogate, params)
+    return script.natural_gradient_step(g, script.fisher_vector_product(agent, obs), delta, iters, damping)
 
 
 def surrogate_of(script, agent, obs, actions, logprobs, advantages):

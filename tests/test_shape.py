@@ -12,8 +12,9 @@ from conftest import ROOT, SCRIPTS
 # check_args among it, is one text in every file, or in every file of a family.
 PER_SCRIPT = {"Args", "update", "main"}
 # diff's changed lines (those it marks < or >) between siblings, pinned at today's counts so that a change can only
-# bring a pair closer. ppo_clip-ppo_kl is 2 over issue 27's 55: ppo_kl saves β for --resume (issue 28).
-DIFF_LIMITS = {("npg", "trpo"): 36, ("ppo_clip", "ppo_kl"): 57, ("pg", "npg"): 131}
+# bring a pair closer. ppo_clip-ppo_kl is 2 over issue 27's 55: ppo_kl saves β for --resume (issue 28); pg-npg is 25
+# over 131 since npg's Fisher-vector product is J·v forward and Jᵀ·u backward (issue 38), method lines pg lacks.
+DIFF_LIMITS = {("npg", "trpo"): 36, ("ppo_clip", "ppo_kl"): 57, ("pg", "npg"): 156}
 
 
 def blocks(name: str) -> dict[str, str]:
