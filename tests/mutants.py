@@ -131,11 +131,15 @@ MUTANTS = {
         "    set_flat_params(params, theta_old)\n    return False",
         "    return False",
     ),
-    "F·v: π_old not detached": (
-        "    with torch.no_grad():  # π_old, detached: in the KLs below only πθ moves\n"
-        "        fisher_old = agent.dist(fisher_obs)",
-        "    fisher_old = agent.dist(fisher_obs)",
+    "F·v: log σ's block I, not 2·I": (
+        '2 * chunks[name] if name == "actor_logstd"',
+        'chunks[name] if name == "actor_logstd"',
     ),
+    "F·v: the Categorical's H without −p·pᵀu": (
+        "return probs * u - probs * (probs * u).sum(-1, keepdim=True)",
+        "return probs * u",
+    ),
+    "F·v: summed over the states, not averaged": ("fisher_in_z(jv) / len(z)", "fisher_in_z(jv)"),
     "F: --fisher-subsample ignored": ("batch.obs[:: args.fisher_subsample]", "batch.obs"),
     "θ without the Gaussian's log σ": (
         'if not name.startswith("critic.")]',
