@@ -393,7 +393,7 @@ def initial_agent(script, env_id: str, seed: int = 1):
     """The agent main builds before its first update: the seed, then the first draws of torch's generator."""
     env = gym.make(env_id)
     torch.manual_seed(seed)
-    return script.Agent(env.observation_space.shape[0], env.action_space)
+    return script.Agent(env.observation_space.shape[0], env.action_space, script.Args().log_std_init)
 
 
 def saved_checkpoint() -> dict:
