@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -265,16 +266,18 @@ def surrogate(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: to
     return (torch.exp(logprobs - old_logprobs) * advantages).mean()
 
 
-def fisher_vector_product(agent: Agent, obs: torch.Tensor):
-    """v ↦ F·v, where F = ∇²θ Ê[KL(π_old ‖ πθ)] at θ = θ_old is the Fisher matrix over the states obs, never formed.
+def fisher_vector_product(agent: Agent, obs: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """v ↦ F·v, where F = ∇²θ Ê[KL(π_old ‖ πθ)] at θ = θ_old is the Fisher matrix over the states obs, a flat batch
+    (B, …), never formed. Built at θ_old, from θ_old's values; valid only while θ stays there.
 
-    Let z = actor(s) be the actor's output (the logits, or the Gaussian's mean μ) and J = ∂z/∂θ. At θ_old the KL's
-    gradient in z is 0, so its Hessian in θ is Jᵀ·H·J averaged over the states, where H is the Hessian of one state's
-    KL in z, the Fisher matrix of the distribution, taken at π_old and so held fixed (π_old detached):
-    H·u = p ⊙ u − p·(pᵀu) for Categorical(softmax(z)) with probabilities p, and u / σ² for N(z, diag(σ²)). A
-    Gaussian's log σ is no part of z: its block of F is 2·I, and the blocks between it and the actor's weights are 0.
-    Each product is J·v in one forward-mode pass and Jᵀ·(H·J·v) in one backward pass, cheaper than differentiating
-    ∇θ KL a second time (double backward) on an image encoder; the result is the same F·v to float rounding."""
+    Let z = actor(s) be the actor's output (the logits, or the Gaussian's mean μ) and J = ∂z/∂w, w the actor's weights.
+    The KL's Hessian in w is Jᵀ·H·J + Σ (∂KL/∂z)·∂²z/∂w², and at θ_old the second term is 0 because ∂KL/∂z is: so F's
+    block on w is Jᵀ·H·J averaged over the states, where H, the Hessian of one state's KL in z (the Fisher matrix of the
+    distribution), is built from θ_old's values and held fixed: H·u = p ⊙ u − p·(pᵀu) for Categorical(softmax(z)) with
+    probabilities p, and u / σ² for N(z, diag(σ²)). A Gaussian's log σ is no part of z: its block of F is 2·I, and the
+    blocks between it and w are 0. Each product is J·v in one forward-mode pass and Jᵀ·(H·J·v) in one backward pass:
+    on an image encoder cheaper than differentiating ∇θ KL a second time (double backward), on a small MLP a little
+    dearer; the result is the same F·v to float rounding."""
     names = [name for name, _ in agent.named_parameters() if not name.startswith("critic.")]  # θ's order
     sizes = [p.numel() for p in agent.policy_parameters()]
     weights = dict(agent.actor.named_parameters())
@@ -296,8 +299,9 @@ def fisher_vector_product(agent: Agent, obs: torch.Tensor):
         with forward_ad.dual_level():  # J·v: z's derivative along v, forward mode
             duals = {k: forward_ad.make_dual(w.detach(), chunks[f"actor.{k}"].view_as(w)) for k, w in weights.items()}
             jv = forward_ad.unpack_dual(torch.func.functional_call(agent.actor, duals, (obs,))).tangent
-        grads = iter(torch.autograd.grad(z, list(weights.values()), fisher_in_z(jv) / len(z), retain_graph=True))
-        return torch.cat([2 * chunks[name] if name == "actor_logstd" else next(grads).reshape(-1) for name in names])
+        jt_u = torch.autograd.grad(z, list(weights.values()), fisher_in_z(jv) / len(z), retain_graph=True)  # Jᵀ·u
+        grads = {f"actor.{k}": g.reshape(-1) for k, g in zip(weights, jt_u, strict=True)}
+        return torch.cat([2 * chunks[name] if name == "actor_logstd" else grads[name] for name in names])
 
     return fvp
 

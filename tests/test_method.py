@@ -179,7 +179,8 @@ def mean_kl_of_flat(agent, obs, old_dist):
 
 
 def fvp_of(script, agent, obs, old_dist):
-    """v ↦ F·v at the agent's current θ = θ_old (old_dist is π_old there), as update builds it."""
+    """v ↦ F·v at the agent's current θ = θ_old, as update builds it (old_dist, π_old, is the agent's own there, and
+    fisher_vector_product takes it from the agent)."""
     return script.fisher_vector_product(agent, obs)
 
 

@@ -255,8 +255,8 @@ def test_forward_mode_fvp_trains_as_the_double_backward_within_float_tolerance(m
     """fisher_vector_product is J·v forward, Jᵀ·(H·J·v) backward, a change of rounding only: on a float32 batch its
     products equal the double-backward ones to float tolerance, MLP and NatureCNN, Gaussian and Categorical, and a
     fixed-seed run of a few updates ends with the policy the double-backward product gives."""
-    runs = []
-    for fvp in (module.fisher_vector_product, double_backward_fvp):
+    runs, forward_mode = [], module.fisher_vector_product
+    for fvp in (forward_mode, double_backward_fvp):
         monkeypatch.setattr(module, "fisher_vector_product", fvp)
         runs.append(train(module, monkeypatch, env_id=env_id, num_steps=16, total_timesteps=3 * 2 * 16))
     new, old = (dict(run.agent.named_parameters()) for run in runs)
@@ -267,6 +267,7 @@ def test_forward_mode_fvp_trains_as_the_double_backward_within_float_tolerance(m
     assert moved > 1e-3, "the natural steps moved π by far more than the tolerance"
     agent, obs = runs[0].agent, runs[0].batches[-1].obs.flatten(0, 1)
     v = torch.randn(sum(p.numel() for p in agent.policy_parameters()), generator=torch.Generator().manual_seed(0))
-    products = [fvp(agent, obs)(v) for fvp in (module.fisher_vector_product, double_backward_fvp)]
+    products = [fvp(agent, obs)(v) for fvp in (forward_mode, double_backward_fvp)]
+    assert not torch.equal(products[0], products[1]), "two computations, whose rounding differs"
     assert products[1].norm() > 0
     torch.testing.assert_close(products[0], products[1], rtol=1e-4, atol=1e-6 * products[1].norm().item())
