@@ -271,13 +271,13 @@ def fisher_vector_product(agent: Agent, obs: torch.Tensor) -> Callable[[torch.Te
     (B, …), never formed. Built at θ_old, from θ_old's values; valid only while θ stays there.
 
     Let z = actor(s) be the actor's output (the logits, or the Gaussian's mean μ) and J = ∂z/∂w, w the actor's weights.
-    The KL's Hessian in w is Jᵀ·H·J + Σ (∂KL/∂z)·∂²z/∂w², and at θ_old the second term is 0 because ∂KL/∂z is: so F's
-    block on w is Jᵀ·H·J averaged over the states, where H, the Hessian of one state's KL in z (the Fisher matrix of the
-    distribution), is built from θ_old's values and held fixed: H·u = p ⊙ u − p·(pᵀu) for Categorical(softmax(z)) with
-    probabilities p, and u / σ² for N(z, diag(σ²)). A Gaussian's log σ is no part of z: its block of F is 2·I, and the
-    blocks between it and w are 0. Each product is J·v in one forward-mode pass and Jᵀ·(H·J·v) in one backward pass:
-    on an image encoder cheaper than differentiating ∇θ KL a second time (double backward), on a small MLP a little
-    dearer; the result is the same F·v to float rounding."""
+    One state's KL has the Hessian Jᵀ·H·J + Σ (∂KL/∂z)·∂²z/∂w² in w, whose second term vanishes at θ_old, where
+    ∂KL/∂z = 0: so F's block on w is Jᵀ·H·J averaged over the states, where H, the Hessian of one state's KL in z (the
+    Fisher matrix of the distribution), is built from θ_old's values and held fixed: H·u = p ⊙ u − p·(pᵀu) for
+    Categorical(softmax(z)) with probabilities p, and u / σ² for N(z, diag(σ²)). A Gaussian's log σ is no part of z:
+    its block of F is 2·I, and the blocks between it and w are 0. Each product is J·v in one forward-mode pass and
+    Jᵀ·(H·J·v) in one backward pass: on an image encoder cheaper than differentiating ∇θ KL a second time (double
+    backward), on a small MLP a little dearer; the result is the same F·v to float rounding."""
     names = [name for name, _ in agent.named_parameters() if not name.startswith("critic.")]  # θ's order
     sizes = [p.numel() for p in agent.policy_parameters()]
     weights = dict(agent.actor.named_parameters())
