@@ -95,8 +95,7 @@ class Args:
     norm_reward: bool | None = None
     """scale rewards by the running std of the discounted return; None means on for Box actions, off otherwise"""
     log_std_init: float = -0.5
-    """the Gaussian's initial log σ, the same for every action dimension (Box actions only): σ ≈ 0.61, as in Tianshou's
-    MuJoCo settings; at σ = 1 the control cost of Ant-v5's random actions outweighs its reward for staying up"""
+    """the Gaussian's initial log σ, the same for every action dimension (Box actions only)"""
 
     def rules(self) -> dict[str, tuple[bool, str]]:
         """Each flag's range, as check_args applies it before anything runs: whether the value is in it, and the

@@ -26,7 +26,6 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -98,8 +97,7 @@ class Args:
     norm_reward: bool | None = None
     """scale rewards by the running std of the discounted return; None means on for Box actions, off otherwise"""
     log_std_init: float = -0.5
-    """the Gaussian's initial log σ, the same for every action dimension (Box actions only): σ ≈ 0.61, as in Tianshou's
-    MuJoCo settings; at σ = 1 the control cost of Ant-v5's random actions outweighs its reward for staying up"""
+    """the Gaussian's initial log σ, the same for every action dimension (Box actions only)"""
 
     def rules(self) -> dict[str, tuple[bool, str]]:
         """Each flag's range, as check_args applies it before anything runs: whether the value is in it, and the
@@ -266,7 +264,7 @@ def surrogate(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: to
     return (torch.exp(logprobs - old_logprobs) * advantages).mean()
 
 
-def fisher_vector_product(agent: Agent, obs: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+def fisher_vector_product(agent: Agent, obs: torch.Tensor):
     """v ↦ F·v, where F = ∇²θ Ê[KL(π_old ‖ πθ)] at θ = θ_old is the Fisher matrix over the states obs, a flat batch
     (B, …), never formed. Built at θ_old, from θ_old's values; valid only while θ stays there.
 
