@@ -70,8 +70,9 @@ class Args:
     """the number of parallel environments"""
     num_steps: int = 256
     """the number of steps per env per policy update; the batch is num_envs · num_steps"""
-    target_kl: float = 0.02
-    """δ: the step is sized so that ½·sᵀFs = δ, the KL to second order"""
+    target_kl: float | None = None
+    """δ: the step is sized so that ½·sᵀFs = δ, the KL to second order; None: 0.02 for Discrete actions, and for Box
+    actions 0.0025 per dimension but at least 0.01 (Ant-v5's 8: 0.02), so that many σ may fall as fast as a few"""
     cg_iters: int = 10
     """conjugate-gradient iterations for x ≈ F⁻¹g"""
     cg_damping: float = 0.1
@@ -420,6 +421,8 @@ def main(args: Args) -> list[float]:
     image = len(envs.single_observation_space.shape) == 3  # scaled to [0, 1] by the NatureCNN, never normalised
     args.norm_obs = continuous and not image if args.norm_obs is None else args.norm_obs
     args.norm_reward = continuous if args.norm_reward is None else args.norm_reward
+    if args.target_kl is None:
+        args.target_kl = max(0.01, 0.0025 * envs.single_action_space.shape[0]) if continuous else 0.02
     agent, normalizer = build(args, envs, device)
     # fused: Adam's step as one kernel over all the parameters; on a CPU torch otherwise loops over them one by one
     value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate, fused=True)

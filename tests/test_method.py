@@ -16,13 +16,14 @@ Each test also checks that the wrong answers it guards against are far from the 
 cannot pass by accident."""
 
 import copy
+import dataclasses
 import importlib
 import importlib.util
 
 import gymnasium as gym
 import pytest
 import torch
-from conftest import initial_agent, only_run, read_scalars, saved_checkpoint, tiny_args, train
+from conftest import initial_agent, only_run, read_scalars, saved_checkpoint, tiny_args, train, train_and_load
 from torch import nn
 from torch.distributions import Categorical, Independent, Normal, kl_divergence
 
@@ -115,6 +116,8 @@ def far_apart(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def call_update(script, agent, batch, args, beta=None):
+    if script is trpo and args.target_kl is None:  # main resolves trpo's default δ from the action space
+        args = dataclasses.replace(args, target_kl=0.01)
     if script is ppo_clip:
         return script.update(agent, torch.optim.Adam(agent.parameters(), lr=args.learning_rate), batch, args)
     if script is ppo_kl:
@@ -460,6 +463,19 @@ def test_line_search_restores_theta_old_when_every_step_fails(in_tmp, monkeypatc
     assert run.scalars["losses/kl"] == [0.0]
     for before, after in zip(run.initial.policy_parameters(), run.agent.policy_parameters(), strict=True):
         assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("env_id, dims, delta", [("Swimmer-v5", 2, 0.01), ("HalfCheetah-v5", 6, 0.015)])
+def test_trpo_default_trust_region_grows_with_the_action_dimensions(in_tmp, env_id, dims, delta):
+    """At its default, trpo's δ for Box actions is 0.0025 per dimension, at least 0.01: 8 updates on HalfCheetah-v5
+    (6 dimensions) and Swimmer-v5 (2) keep every measured KL ≤ δ and reach above 0.8·δ, which a flat 0.01 or 0.02, or
+    0.0025·d with no floor, would not both do. It is resolved once and saved, so a resumed run keeps it."""
+    assert trpo.Args().target_kl is None
+    assert gym.make(env_id).action_space.shape == (dims,)
+    checkpoint, _, scalars = train_and_load(trpo, env_id=env_id, total_timesteps=2048, num_envs=2)
+    assert checkpoint["args"]["target_kl"] == pytest.approx(delta, rel=1e-12)
+    kls = torch.tensor(scalars["losses/kl"])
+    assert len(kls) == 8 and (kls <= delta).all() and kls.max() > 0.8 * delta
 
 
 def test_trpo_skips_the_line_search_on_a_non_finite_step(in_tmp, monkeypatch):
