@@ -324,6 +324,12 @@ def conjugate_gradient(Avp, b: torch.Tensor, iters: int, tol: float = 1e-10) -> 
     return x, rr.sqrt()
 
 
+def default_target_kl(action_space: gym.Space) -> float:
+    """δ when --target-kl is not given: 0.02 for Discrete actions; for Box actions 0.0025 per dimension, at least 0.01.
+    A KL summed over d dimensions gives each about δ/d, so with one δ for all, σ would fall fastest where d is least."""
+    return max(0.01, 0.0025 * action_space.shape[0]) if isinstance(action_space, gym.spaces.Box) else 0.02
+
+
 def natural_gradient_step(g: torch.Tensor, fvp, target_kl: float, cg_iters: int, damping: float):
     """s = √(2δ / xᵀFx) · x with x ≈ (F + λI)⁻¹g: the step that maximises gᵀs subject to ½·sᵀFs = δ, for fvp(v) = F·v.
     Returns s and the CG residual. A zero gradient gives x = 0 and s = 0."""
@@ -421,8 +427,7 @@ def main(args: Args) -> list[float]:
     image = len(envs.single_observation_space.shape) == 3  # scaled to [0, 1] by the NatureCNN, never normalised
     args.norm_obs = continuous and not image if args.norm_obs is None else args.norm_obs
     args.norm_reward = continuous if args.norm_reward is None else args.norm_reward
-    if args.target_kl is None:
-        args.target_kl = max(0.01, 0.0025 * envs.single_action_space.shape[0]) if continuous else 0.02
+    args.target_kl = default_target_kl(envs.single_action_space) if args.target_kl is None else args.target_kl
     agent, normalizer = build(args, envs, device)
     # fused: Adam's step as one kernel over all the parameters; on a CPU torch otherwise loops over them one by one
     value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate, fused=True)

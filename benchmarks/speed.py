@@ -135,7 +135,8 @@ def sb3_sps(ours: str, env_id: str, steps: int, args: dict) -> tuple[float, floa
             model = TRPO(
                 "MlpPolicy", envs, tensorboard_log=tensorboard_log, **common,
                 learning_rate=args["vf_learning_rate"], n_critic_updates=args["vf_iters"],
-                cg_max_steps=args["cg_iters"], cg_damping=args["cg_damping"], target_kl=args["target_kl"],
+                cg_max_steps=args["cg_iters"], cg_damping=args["cg_damping"],
+                target_kl=args["target_kl"] or load_script("trpo").default_target_kl(envs.action_space),
                 line_search_shrinking_factor=args["backtrack_coef"], line_search_max_iter=args["backtrack_iters"],
             )  # fmt: skip
         start = time.perf_counter()

@@ -117,7 +117,8 @@ def far_apart(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def call_update(script, agent, batch, args, beta=None):
     if script is trpo and args.target_kl is None:  # main resolves trpo's default δ from the action space
-        args = dataclasses.replace(args, target_kl=0.01)
+        space = gym.spaces.Box(-1, 1, agent.actor_logstd.shape) if agent.continuous else gym.spaces.Discrete(2)
+        args = dataclasses.replace(args, target_kl=trpo.default_target_kl(space))
     if script is ppo_clip:
         return script.update(agent, torch.optim.Adam(agent.parameters(), lr=args.learning_rate), batch, args)
     if script is ppo_kl:
@@ -469,7 +470,7 @@ def test_line_search_restores_theta_old_when_every_step_fails(in_tmp, monkeypatc
 def test_trpo_default_trust_region_grows_with_the_action_dimensions(in_tmp, env_id, dims, delta):
     """At its default, trpo's δ for Box actions is 0.0025 per dimension, at least 0.01: 8 updates on HalfCheetah-v5
     (6 dimensions) and Swimmer-v5 (2) keep every measured KL ≤ δ and reach above 0.8·δ, which a flat 0.01 or 0.02, or
-    0.0025·d with no floor, would not both do. It is resolved once and saved, so a resumed run keeps it."""
+    0.0025·d with no floor, would not both do. main resolves it once, and the checkpoint holds the number."""
     assert trpo.Args().target_kl is None
     assert gym.make(env_id).action_space.shape == (dims,)
     checkpoint, _, scalars = train_and_load(trpo, env_id=env_id, total_timesteps=2048, num_envs=2)
