@@ -325,8 +325,7 @@ def conjugate_gradient(Avp, b: torch.Tensor, iters: int, tol: float = 1e-10) -> 
 
 
 def default_target_kl(action_space: gym.Space) -> float:
-    """δ when --target-kl is not given: 0.02 for Discrete actions; for Box actions 0.0025 per dimension, at least 0.01.
-    A KL summed over d dimensions gives each about δ/d, so with one δ for all, σ would fall fastest where d is least."""
+    """Args.target_kl's None. A KL summed over d dimensions gives each about δ/d: one δ for all lets few σ fall fast."""
     return max(0.01, 0.0025 * action_space.shape[0]) if isinstance(action_space, gym.spaces.Box) else 0.02
 
 
