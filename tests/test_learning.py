@@ -98,8 +98,8 @@ def gaussian_mean(agent, observe):
 
 # probe: env id, what to measure, the margin, and the arguments; every other argument is the script's default.
 # Each value probe takes 4,096 steps (two updates of ppo's default batch of 2,048; after one the delayed probe's V(0)
-# is still 0.02 off for ppo). The policy probes take 10,000 and 14,000 steps: at 10,000 steps trpo's μ is 0.37.
-# pg makes one Adam step per batch, which is why its default batch is 4 × 128 = 512 (with 4 × 512, 10,000 steps are
+# is still 0.02 off for ppo). The policy probes take 10,000 and 14,000 steps: at 10,000 steps trpo's μ was 0.37 (at δ
+# 0.02). pg makes one Adam step per batch, which is why its default batch is 4 × 128 = 512 (with 4 × 512, 10,000 steps are
 # 4 updates, which move P(a = 1) only from 0.5 to 0.56); npg and trpo move the policy by a KL of δ = 0.01 per batch
 # of 4 × 256 = 1,024. The values in the comments are what seed 1 reached here with OMP_NUM_THREADS=1.
 PROBES_AND_BUDGETS = {
@@ -112,7 +112,8 @@ PROBES_AND_BUDGETS = {
     "delayed reward": ("ProbeDelayedReward-v0", values_of_delayed_reward, 0.05, dict(total_timesteps=4096, gamma=0.5)),
     # P(a = 1) = 0.9853 (pg), 0.9714 (npg, trpo), 0.9971 (ppo_clip), 0.9763 (ppo_kl)
     "bandit": ("ProbeBandit-v0", good_arm_probability, 0.1, dict(total_timesteps=10_000)),
-    # μ = 0.53 (pg), 0.47 (npg), 0.44 (trpo), 0.48 (ppo_clip), 0.49 (ppo_kl); at 20,000 steps 0.47 to 0.50
+    # μ = 0.53 (pg), 0.47 (npg), 0.42 (trpo: δ 0.01 on one dimension), 0.48 (ppo_clip), 0.49 (ppo_kl); at 20,000
+    # steps 0.47 to 0.50
     "target": ("ProbeTarget-v0", gaussian_mean, 0.15, dict(total_timesteps=14_000)),
 }
 
