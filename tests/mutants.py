@@ -123,12 +123,16 @@ MUTANTS = {
         "torch.sqrt(2 * target_kl / xFx.clamp_min(1e-12)) * x",
         "torch.sqrt(target_kl / xFx.clamp_min(1e-12)) * x",
     ),
-    "δ's default: no floor under 0.0025 per dimension": (
-        "max(0.01, 0.0025 * action_space.shape[0])",
-        "0.0025 * action_space.shape[0]",
+    "δ's default: no floor under 0.005 per dimension": (
+        "min(max(0.01, 0.005 * action_space.shape[0]), 0.04)",
+        "min(0.005 * action_space.shape[0], 0.04)",
+    ),
+    "δ's default: no cap over 0.005 per dimension": (
+        "min(max(0.01, 0.005 * action_space.shape[0]), 0.04)",
+        "max(0.01, 0.005 * action_space.shape[0])",
     ),
     "δ's default: one δ whatever the dimensions": (
-        "max(0.01, 0.0025 * action_space.shape[0])",
+        "min(max(0.01, 0.005 * action_space.shape[0]), 0.04)",
         "0.02",
     ),
     "line search: the KL bound not checked": (

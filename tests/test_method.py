@@ -466,11 +466,15 @@ def test_line_search_restores_theta_old_when_every_step_fails(in_tmp, monkeypatc
         assert torch.equal(before, after)
 
 
-@pytest.mark.parametrize("env_id, dims, delta", [("Swimmer-v5", 2, 0.01), ("HalfCheetah-v5", 6, 0.015)])
+DIMS = [("InvertedPendulum-v5", 1, 0.01), ("HalfCheetah-v5", 6, 0.03), ("Humanoid-v5", 17, 0.04)]
+
+
+@pytest.mark.parametrize("env_id, dims, delta", DIMS)
 def test_trpo_default_trust_region_grows_with_the_action_dimensions(in_tmp, env_id, dims, delta):
-    """At its default, trpo's δ for Box actions is 0.0025 per dimension, at least 0.01: 8 updates on HalfCheetah-v5
-    (6 dimensions) and Swimmer-v5 (2) keep every measured KL ≤ δ and reach above 0.8·δ, which a flat 0.01 or 0.02, or
-    0.0025·d with no floor, would not both do. main resolves it once, and the checkpoint holds the number."""
+    """At its default, trpo's δ for Box actions is 0.005 per dimension, from 0.01 up to 0.04: 8 updates on
+    InvertedPendulum-v5 (1 dimension), HalfCheetah-v5 (6) and Humanoid-v5 (17) keep every measured KL ≤ δ and reach
+    above 0.8·δ, which a flat 0.01 or 0.02, or 0.005·d with no floor or no cap, would not all do. main resolves it
+    once, and the checkpoint holds the number."""
     assert trpo.Args().target_kl is None
     assert gym.make(env_id).action_space.shape == (dims,)
     checkpoint, _, scalars = train_and_load(trpo, env_id=env_id, total_timesteps=2048, num_envs=2)
