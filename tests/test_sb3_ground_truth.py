@@ -1,6 +1,7 @@
 """Ground truth from Stable-Baselines3 (installed by requirements-dev.txt, for the benchmarks' peers): from SB3 PPO's
 initial weights and its own rollout, each script's rollout, normaliser and GAE give SB3's numbers, and ppo_clip's
-update, at SB3's settings and with the same minibatch order, moves every parameter as SB3's PPO.train() does.
+update, at SB3's settings and with the same minibatch order, moves every parameter as SB3's PPO.train() does, in one
+step and in 10 epochs of 8 minibatches, where the clip binds.
 
 Pendulum-v1 truncates at 200 steps, so the 512 steps hold two time-limit bootstraps; actions outside the bounds are
 stored unclipped on both sides."""
@@ -33,17 +34,19 @@ NAMES = {
 
 
 @pytest.fixture(scope="module")
-def sb3():
+def sb3(tmp_path_factory):
     """SB3 PPO at its defaults (n_steps 512) on Pendulum-v1 under VecNormalize: its weights before any update, and the
     buffer of one rollout (SB3's own normalised observations, sampled actions, advantages and returns)."""
     try:
         from stable_baselines3 import PPO
         from stable_baselines3.common.env_util import make_vec_env
+        from stable_baselines3.common.logger import configure
         from stable_baselines3.common.vec_env import VecNormalize
     except ImportError:
         unavailable("stable_baselines3 is not installed (pip install -r requirements-dev.txt)")
     env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=SEED), gamma=GAMMA)
     model = PPO("MlpPolicy", env, n_steps=STEPS, batch_size=64, seed=SEED, device="cpu")
+    model.set_logger(configure(str(tmp_path_factory.mktemp("sb3")), []))  # not a folder of its own under /tmp
     weights = copy.deepcopy(model.policy.state_dict())
     optimizer_state = copy.deepcopy(model.policy.optimizer.state_dict())
     _, callback = model._setup_learn(STEPS, None)
@@ -93,6 +96,8 @@ def test_rollout_normaliser_and_gae_give_sb3s_numbers(script, sb3):
     data = script.rollout(envs, Replay(agent, sb3["actions"]), normalizer, first_obs, STEPS)
     envs.close()
     assert sum(truncated for _, _, truncated in data.episodes) == 2  # two time limits inside the rollout
+    assert (sb3["actions"].abs() > 2).any()  # some samples fall outside Pendulum's bounds, ±2
+    torch.testing.assert_close(data.actions[:, 0], sb3["actions"], rtol=0, atol=0)  # stored as sampled, unclipped
     torch.testing.assert_close(data.obs[:, 0], sb3["obs"], rtol=0, atol=1e-6)
     torch.testing.assert_close(data.last_obs[0], torch.as_tensor(sb3["model"]._last_obs[0]).float(), rtol=0, atol=1e-6)
     for ours, theirs in (("obs", sb3["env"].obs_rms), ("return", sb3["env"].ret_rms)):
@@ -106,7 +111,7 @@ def test_rollout_normaliser_and_gae_give_sb3s_numbers(script, sb3):
     torch.testing.assert_close(batch.returns, sb3["returns"], rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("epochs, minibatches", [(1, 1), (3, 8)])
+@pytest.mark.parametrize("epochs, minibatches", [(1, 1), (10, 8)])  # at 10 epochs the clip binds
 def test_ppo_clip_update_moves_every_parameter_as_sb3_ppo_does(sb3, epochs, minibatches, monkeypatch):
     ppo_clip = importlib.import_module("ppo_clip")
     from stable_baselines3.ppo import ppo as sb3_ppo
@@ -141,7 +146,8 @@ def test_ppo_clip_update_moves_every_parameter_as_sb3_ppo_does(sb3, epochs, mini
     with monkeypatch.context() as patch:
         queue = iter(permutations)
         patch.setattr(torch, "randperm", lambda n, device=None: torch.from_numpy(next(queue).copy()))
-        ppo_clip.update(agent, optimizer, batch, args)
+        metrics = ppo_clip.update(agent, optimizer, batch, args)
+    assert epochs == 1 or metrics["losses/clipfrac"] > 0  # the clipped surrogate is tested where it clips
     moved = max((theirs[name] - sb3["weights"][NAMES[name]]).abs().max() for name in NAMES)
     assert moved > 1e-4  # it moved (Adam: about lr a step), so this compares two updates, not two untouched networks
     for name, parameter in agent.state_dict().items():
