@@ -115,7 +115,7 @@ PROBES_AND_BUDGETS = {
     # γ = 0.5, not the default 0.99: a V(0) of γ must be told apart from the undiscounted 1 by more than the margin.
     # V(0), V(1) = 0.5000, 1.0000 (every script)
     "delayed reward": ("ProbeDelayedReward-v0", values_of_delayed_reward, 0.05, dict(total_timesteps=4096, gamma=0.5)),
-    # P(a = 1) = 0.9853 (pg), 0.9714 (npg, trpo), 0.9971 (ppo_clip), 0.9763 (ppo_kl)
+    # P(a = 1) = 0.9853 (pg), 0.9714 (npg), 1.0000 (trpo), 0.9971 (ppo_clip), 0.9763 (ppo_kl)
     "bandit": ("ProbeBandit-v0", good_arm_probability, 0.1, dict(total_timesteps=10_000)),
     # μ = 0.53 (pg), 0.47 (npg), 0.42 (trpo: δ 0.01 on one dimension), 0.48 (ppo_clip), 0.49 (ppo_kl); at 20,000
     # steps 0.47 to 0.50
