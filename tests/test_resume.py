@@ -114,6 +114,7 @@ def test_sigint_loses_at_most_save_every_iterations(in_tmp, monkeypatch, capsys,
     run = only_run()
     assert f"--resume {run}/ppo_clip.model continues it" in capsys.readouterr().err
     assert torch.load(run / "ppo_clip.model", weights_only=True)["progress"]["iteration"] == 6
+    next_second()
     assert command_line("ppo_clip", "--resume", str(run / "ppo_clip.model")) is None
     assert capsys.readouterr().out.splitlines()[0].startswith("step       224 |")  # iteration 7 of 12: 7 × 32 steps
     assert only_run() == run and [s for s, _ in events(run)["charts/SPS"]] == [32 * i for i in range(1, 13)]
