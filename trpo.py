@@ -5,7 +5,10 @@
 Taken to first order in L and second order in the KL (whose Hessian at θ_old is the Fisher matrix F), the problem has
 the closed-form solution θ ← θ_old + s, with
 
-    g = ∇L(θ_old),   x ≈ F⁻¹g  (conjugate gradient on products F·v),   s = √(2δ / xᵀFx) · x,  so ½·sᵀFs = δ.
+    g = ∇L(θ_old),   x ≈ (F + λI)⁻¹g  (conjugate gradient on products F·v),   s = √(2δ / xᵀ(F + λI)x) · x,
+
+so ½·sᵀ(F + λI)s = δ: the damping λ, which keeps CG well conditioned, also bounds the step's length in θ, as OpenAI
+Baselines', Spinning Up's and sb3-contrib's TRPO size it.
 
 That solution is only approximate, so TRPO tries θ_old + αʲ·s for j = 0, 1, …, L−1 and keeps the first step on
 which L improves and the exact mean KL is at most δ. If none qualifies, θ stays θ_old.
@@ -13,7 +16,7 @@ which L improves and the exact mean KL is at most δ. If none qualifies, θ stay
 Kakade 2002, "A Natural Policy Gradient"; the constrained form is from Schulman et al. 2015, "Trust Region Policy
 Optimization". Â is GAE(γ, λ) (Schulman et al. 2016); the critic V is a separate network fitted by minibatch Adam.
 npg.py is pg.py with the Adam step on the policy replaced by the natural gradient step; trpo.py is npg.py plus a
-backtracking line search on s. `diff npg.py trpo.py` shows the line search and trpo's own defaults (δ, the batch).
+backtracking line search on s. `diff npg.py trpo.py` shows the line search and trpo's own δ for Discrete actions.
 
     python trpo.py --env-id Hopper-v5 --save-model  # without --env-id: CartPole-v1
 """
@@ -71,12 +74,13 @@ class Args:
     num_steps: int = 512
     """the number of steps per env per policy update; the batch is num_envs · num_steps"""
     target_kl: float | None = None
-    """δ: the step is sized so that ½·sᵀFs = δ, the KL to second order; None: 0.02 for Discrete actions, and for Box
-    actions 0.005 per dimension, from 0.01 up to 0.04 (Ant-v5's 8: 0.04), so that many σ may fall as fast as a few"""
+    """δ: the step is sized so that ½·sᵀ(F + λI)s = δ, the KL to second order; None: 0.02 for Discrete actions, and for
+    Box actions 0.01 per dimension (Humanoid-v5's 17: 0.17), so that many σ may fall as fast as a few"""
     cg_iters: int = 10
     """conjugate-gradient iterations for x ≈ F⁻¹g"""
-    cg_damping: float = 0.1
-    """λ in (F + λI)·v, which keeps CG well conditioned"""
+    cg_damping: float | None = None
+    """λ in (F + λI)·v, which keeps CG well conditioned and the step short in θ; None: 0.1 for Discrete actions, and
+    for Box actions 0.1 per dimension, sb3-contrib's δ and λ for a KL taken as the mean over the dimensions"""
     fisher_subsample: int = 1
     """F is estimated on every k-th state of the batch, so a product F·v costs 1/k (OpenAI Baselines' TRPO: 5)"""
     backtrack_coef: float = 0.8
@@ -326,15 +330,21 @@ def conjugate_gradient(Avp, b: torch.Tensor, iters: int, tol: float = 1e-10) -> 
 
 def default_target_kl(action_space: gym.Space) -> float:
     """Args.target_kl's None. A KL summed over d dimensions gives each about δ/d: one δ for all lets few σ fall fast."""
-    return min(max(0.01, 0.005 * action_space.shape[0]), 0.04) if isinstance(action_space, gym.spaces.Box) else 0.02
+    return 0.01 * action_space.shape[0] if isinstance(action_space, gym.spaces.Box) else 0.02
+
+
+def default_cg_damping(action_space: gym.Space) -> float:
+    """Args.cg_damping's None: λ grows with δ, so that the damping's share of the step's size stays the same."""
+    return 0.1 * action_space.shape[0] if isinstance(action_space, gym.spaces.Box) else 0.1
 
 
 def natural_gradient_step(g: torch.Tensor, fvp, target_kl: float, cg_iters: int, damping: float):
-    """s = √(2δ / xᵀFx) · x with x ≈ (F + λI)⁻¹g: the step that maximises gᵀs subject to ½·sᵀFs = δ, for fvp(v) = F·v.
+    """s = √(2δ / xᵀ(F + λI)x) · x with x ≈ (F + λI)⁻¹g: the step that maximises gᵀs subject to ½·sᵀ(F + λI)s = δ,
+    for fvp(v) = F·v.
     Returns s and the CG residual. A zero gradient gives x = 0 and s = 0."""
     x, residual = conjugate_gradient(lambda v: fvp(v) + damping * v, g, cg_iters)
-    xFx = x @ fvp(x)
-    return torch.sqrt(2 * target_kl / xFx.clamp_min(1e-12)) * x, residual  # s = √(2δ / xᵀFx) · x
+    xFx = x @ (fvp(x) + damping * x)
+    return torch.sqrt(2 * target_kl / xFx.clamp_min(1e-12)) * x, residual  # s = √(2δ / xᵀ(F + λI)x) · x
 
 
 @torch.no_grad()
@@ -427,6 +437,7 @@ def main(args: Args) -> list[float]:
     args.norm_obs = continuous and not image if args.norm_obs is None else args.norm_obs
     args.norm_reward = continuous if args.norm_reward is None else args.norm_reward
     args.target_kl = default_target_kl(envs.single_action_space) if args.target_kl is None else args.target_kl
+    args.cg_damping = default_cg_damping(envs.single_action_space) if args.cg_damping is None else args.cg_damping
     agent, normalizer = build(args, envs, device)
     # fused: Adam's step as one kernel over all the parameters; on a CPU torch otherwise loops over them one by one
     value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate, fused=True)

@@ -123,18 +123,15 @@ MUTANTS = {
         "torch.sqrt(2 * target_kl / xFx.clamp_min(1e-12)) * x",
         "torch.sqrt(target_kl / xFx.clamp_min(1e-12)) * x",
     ),
-    "δ's default: no floor under 0.005 per dimension": (
-        "min(max(0.01, 0.005 * action_space.shape[0]), 0.04)",
-        "min(0.005 * action_space.shape[0], 0.04)",
-    ),
-    "δ's default: no cap over 0.005 per dimension": (
-        "min(max(0.01, 0.005 * action_space.shape[0]), 0.04)",
-        "max(0.01, 0.005 * action_space.shape[0])",
-    ),
     "δ's default: one δ whatever the dimensions": (
-        "min(max(0.01, 0.005 * action_space.shape[0]), 0.04)",
-        "0.02",
+        "0.01 * action_space.shape[0] if isinstance",
+        "0.02 if isinstance",
     ),
+    "λ's default: one λ whatever the dimensions": (
+        "0.1 * action_space.shape[0] if isinstance",
+        "0.1 if isinstance",
+    ),
+    "the step sized by F, not F + λI": ("xFx = x @ (fvp(x) + damping * x)", "xFx = x @ fvp(x)"),
     "line search: the KL bound not checked": (
         "if kl <= target_kl and surrogate_new > surrogate_old:",
         "if surrogate_new > surrogate_old:",

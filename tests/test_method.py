@@ -2,7 +2,8 @@
 in one section, checked at every level where it can break.
 
 - npg, trpo: F·v is the Hessian of the KL, conjugate gradient solves it, and the step solves (F + λI)x = g against the
-  Fisher matrix built explicitly, scaled so that ½·sᵀFs = δ; on every k-th state with --fisher-subsample.
+  Fisher matrix built explicitly, scaled so that ½·sᵀ(F + λI)s = δ; on every k-th state with --fisher-subsample;
+  δ and λ by default grow with the Box action's dimensions.
 - trpo: the line search keeps a step only if it raises the surrogate within the trust region, and otherwise (or on a
   non-finite step) leaves θ_old bit for bit.
 - ppo_clip: the clipped objective, a sample clipped on the side its advantage pushes toward adds no gradient, the
@@ -77,10 +78,11 @@ def policy_at(agent, flat: torch.Tensor, obs: torch.Tensor):
     return Categorical(logits=out)
 
 
-def natural_gradient_ground_truth(agent, batch, delta: float, damping: float, every: int = 1):
+def natural_gradient_ground_truth(agent, batch, delta: float, damping: float, every: int = 1, damped_size=True):
     """At the agent's θ_old: F as the explicit Hessian of θ ↦ Ê[KL(π_old ‖ πθ)] over every `every`-th state, g =
-    ∇θ Ê[πθ/π_old · Â] over all of them with Â normalised, and the steps s = √(2δ / xᵀFx)·x for x = (F + λI)⁻¹g (the
-    right one) and for two wrong x: g itself, and (F − λI)⁻¹g. kl is the KL over all states."""
+    ∇θ Ê[πθ/π_old · Â] over all of them with Â normalised, and the steps s = √(2δ / xᵀ(F + λI)x)·x (not damped_size:
+    xᵀFx) for x = (F + λI)⁻¹g (the right one) and for two wrong x: g itself, and (F − λI)⁻¹g. kl is the KL over all
+    states."""
     theta_old = theta(agent)
     advantages = normalised(batch.advantages)
 
@@ -97,7 +99,7 @@ def natural_gradient_ground_truth(agent, batch, delta: float, damping: float, ev
     eye = torch.eye(len(g), dtype=g.dtype)
 
     def scaled(x):
-        return torch.sqrt(2 * delta / (x @ F @ x)) * x
+        return torch.sqrt(2 * delta / (x @ (F + damped_size * damping * eye) @ x)) * x
 
     steps = {
         "right": scaled(torch.linalg.solve(F + damping * eye, g)),
@@ -116,9 +118,11 @@ def far_apart(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def call_update(script, agent, batch, args, beta=None):
-    if script is trpo and args.target_kl is None:  # main resolves trpo's default δ from the action space
+    if script in (npg, trpo):  # main resolves their default δ and λ from the action space
         space = gym.spaces.Box(-1, 1, agent.actor_logstd.shape) if agent.continuous else gym.spaces.Discrete(2)
-        args = dataclasses.replace(args, target_kl=trpo.default_target_kl(space))
+        delta = script.default_target_kl(space) if args.target_kl is None else args.target_kl
+        damping = script.default_cg_damping(space) if args.cg_damping is None else args.cg_damping
+        args = dataclasses.replace(args, target_kl=delta, cg_damping=damping)
     if script is ppo_clip:
         return script.update(agent, torch.optim.Adam(agent.parameters(), lr=args.learning_rate), batch, args)
     if script is ppo_kl:
@@ -263,20 +267,22 @@ def test_conjugate_gradient_of_zero_is_zero(script):
 @pytest.mark.parametrize("continuous", [False, True])
 @pytest.mark.parametrize("script", ["npg", "trpo"], indirect=True)
 def test_natural_step_meets_the_kl_constraint(script, continuous):
-    """½·sᵀFs = δ, with F the explicit Hessian of the KL, and the KL measured after the step is δ to second order: its
-    error shrinks with δ."""
+    """½·sᵀ(F + λI)s = δ, with F the explicit Hessian of the KL, and the KL measured after the step
+    is ½·sᵀFs to second order: its error shrinks with δ."""
     agent, obs, actions, logprobs, advantages, old_dist = small_policy(script, continuous)
     params = agent.policy_parameters()
     theta_old = torch.nn.utils.parameters_to_vector(params).detach()
     fisher = torch.autograd.functional.hessian(mean_kl_of_flat(agent, obs, old_dist), theta_old)  # not the script's F·v
+    damping = 0.1 * torch.eye(len(theta_old), dtype=fisher.dtype)
     errors = []
     for delta in (1e-2, 1e-4):
-        step, residual = natural_step(script, agent, obs, actions, logprobs, advantages, old_dist, delta, 20)
-        s_F_s = step @ fisher @ step
-        assert 0.5 * s_F_s.item() == pytest.approx(delta, rel=1e-9)
+        step, residual = natural_step(script, agent, obs, actions, logprobs, advantages, old_dist, delta, 20, 0.1)
+        assert 0.5 * (step @ (fisher + damping) @ step).item() == pytest.approx(delta, rel=1e-9)
+        quadratic = 0.5 * (step @ fisher @ step).item()
+        assert quadratic < 0.99 * delta, "the damping's share of the step's size must show on this batch"
         script.set_flat_params(params, theta_old + step)
         with torch.no_grad():
-            errors.append(abs(kl_divergence(old_dist, agent.dist(obs)).mean().item() / delta - 1))
+            errors.append(abs(kl_divergence(old_dist, agent.dist(obs)).mean().item() / quadratic - 1))
         script.set_flat_params(params, theta_old)
     assert errors[0] < 0.25 and errors[1] < 0.05 and errors[1] < errors[0] / 4
 
@@ -304,13 +310,16 @@ def test_zero_gradient_gives_zero_step(script, continuous):
 @pytest.mark.parametrize("continuous", [False, True], ids=["categorical", "gaussian"])
 @pytest.mark.parametrize("script", [npg, trpo], ids=["npg", "trpo"])
 def test_natural_step_solves_the_damped_fisher_system(script, continuous):
-    """θ − θ_old after update is s = √(2δ / xᵀFx)·x with x = (F + λI)⁻¹g, F built explicitly (trpo: s shortened by
-    the line search's αʲ−¹), and ½·sᵀFs = δ for npg's step. A step along g, or along (F − λI)⁻¹g, is far from it."""
+    """θ − θ_old after update is s = √(2δ / xᵀ(F + λI)x)·x with x = (F + λI)⁻¹g, F built explicitly (trpo: s
+    shortened by the line search's αʲ−¹), so ½·sᵀ(F + λI)s = δ; sized by xᵀFx it would be longer. A step along g, or
+    along (F − λI)⁻¹g, is far from it."""
     agent, batch = fixed_batch(script, continuous, small_actor=True)
     args = script.Args(target_kl=0.01, cg_damping=0.1, cg_iters=100)
     theta_old = theta(agent)
     F, steps, _, _ = natural_gradient_ground_truth(agent, batch, args.target_kl, args.cg_damping)
     assert torch.linalg.eigvalsh(F).max() > args.cg_damping, "the damping's sign must matter on this batch"
+    _, undamped, _, _ = natural_gradient_ground_truth(agent, batch, args.target_kl, args.cg_damping, damped_size=False)
+    assert relative_error(undamped["right"], steps["right"]) > 0.05, "xᵀFx and xᵀ(F + λI)x must differ on this batch"
     for wrong in ("along g", "(F − λI)⁻¹g"):
         assert far_apart(steps[wrong], steps["right"]), wrong
     metrics = call_update(script, agent, batch, args)
@@ -319,14 +328,15 @@ def test_natural_step_solves_the_damped_fisher_system(script, continuous):
         assert metrics["charts/line_search_accepted"]
         step = step / args.backtrack_coef ** (metrics["charts/line_search_steps"] - 1)
     assert relative_error(step, steps["right"]) < 1e-3  # CG stops at ‖r‖² < 1e-10: 5e-5 and 1e-5 here
-    if script is npg:
-        assert 0.5 * (step @ F @ step).item() == pytest.approx(args.target_kl, rel=1e-6)
+    damped = F + args.cg_damping * torch.eye(len(step), dtype=F.dtype)
+    assert 0.5 * (step @ damped @ step).item() == pytest.approx(args.target_kl, rel=1e-6)
 
 
 @pytest.mark.parametrize("script", [npg, trpo], ids=["npg", "trpo"])
 def test_fisher_subsample_builds_F_from_every_kth_state(script):
     """With --fisher-subsample 3, F is the Hessian of the KL over states 0, 3, 6, …, and g is still over all of them:
-    the step is the ground truth's for that F, far from the step with F over all the states (npg: ½·sᵀFs = δ there)."""
+    the step is the ground truth's for that F, far from the step with F over all the states (npg: ½·sᵀ(F + λI)s = δ
+    there)."""
     agent, batch = fixed_batch(script, continuous=True, n=30, small_actor=True)
     args = script.Args(target_kl=0.01, cg_damping=0.1, cg_iters=100, fisher_subsample=3)
     theta_old = theta(agent)
@@ -340,20 +350,22 @@ def test_fisher_subsample_builds_F_from_every_kth_state(script):
         step = step / args.backtrack_coef ** (metrics["charts/line_search_steps"] - 1)
     assert relative_error(step, steps["right"]) < 1e-3
     if script is npg:
-        assert 0.5 * (step @ F @ step).item() == pytest.approx(args.target_kl, rel=1e-6)
+        damped = F + args.cg_damping * torch.eye(len(step), dtype=F.dtype)
+        assert 0.5 * (step @ damped @ step).item() == pytest.approx(args.target_kl, rel=1e-6)
 
 
 @pytest.mark.parametrize("env_id", ["ProbeBandit-v0", "ProbeTarget-v0"])
 @pytest.mark.parametrize("module", [npg, trpo], ids=["npg", "trpo"])
 def test_natural_step_meets_the_trust_region(module, env_id, in_tmp, monkeypatch):
-    """npg's step has ½·sᵀFs = δ, so with a small δ the exact KL it logs is δ to within a few percent (a step without
-    the square root, or without the 2, is far off). trpo accepts a step on its first batch, with 0 < KL ≤ δ. Both
+    """npg's step has ½·sᵀ(F + λI)s = δ, and on these probes F dwarfs λ = 0.1, so with a small δ the exact KL it logs
+    is δ to within a few percent (a step without the square root, or without the 2, is far off). trpo accepts a step
+    on its first batch, with 0 < KL ≤ δ. Both
     fail if F is built from a KL whose π_old is not detached: that KL is 0 for every θ, so F = 0."""
     delta = 1e-3
     run = train(module, monkeypatch, env_id=env_id, target_kl=delta)
     (kl,) = run.scalars["losses/kl"]
     if module is npg:
-        assert 0.8 * delta < kl < 1.25 * delta  # 0.9996·δ (bandit) and 1.025·δ (target) here
+        assert 0.8 * delta < kl < 1.25 * delta  # 0.956·δ (bandit) and 0.985·δ (target) here
     else:
         assert run.scalars["charts/line_search_accepted"] == [1.0]
         assert 0 < kl <= delta
@@ -414,7 +426,7 @@ def test_trpo_keeps_an_improving_step_inside_the_trust_region(continuous, stretc
     """trpo's update, measured from outside: L(θ) rises and the exact KL is ≤ δ, also when the proposed step is three
     times too long (its KL is then above δ, so the search must backtrack); and it logs the L and KL measured here."""
     agent, batch = fixed_batch(trpo, continuous, small_actor=True)
-    args = trpo.Args(target_kl=0.01)
+    args = trpo.Args(target_kl=0.01, cg_damping=0.1)
     _, _, kl, surrogate = natural_gradient_ground_truth(agent, batch, args.target_kl, args.cg_damping)
     theta_old = theta(agent)
     monkeypatch.setattr(trpo, "natural_gradient_step", scaled_natural_step(stretch))
@@ -435,7 +447,7 @@ def test_trpo_rejects_a_descending_step_and_restores_theta_bit_for_bit(continuou
     """Reversed, the step lowers L(θ) at every length tried, inside the trust region: update must keep none of them,
     leave θ exactly θ_old, and log θ_old's L and a KL of 0."""
     agent, batch = fixed_batch(trpo, continuous, small_actor=True)
-    args = trpo.Args(target_kl=0.01)
+    args = trpo.Args(target_kl=0.01, cg_damping=0.1)
     _, _, kl, surrogate = natural_gradient_ground_truth(agent, batch, args.target_kl, args.cg_damping)
     saved = [p.detach().clone() for p in agent.policy_parameters()]
     theta_old = theta(agent)
@@ -466,21 +478,26 @@ def test_line_search_restores_theta_old_when_every_step_fails(in_tmp, monkeypatc
         assert torch.equal(before, after)
 
 
-DIMS = [("InvertedPendulum-v5", 1, 0.01), ("HalfCheetah-v5", 6, 0.03), ("Humanoid-v5", 17, 0.04)]
+DIMS = [("InvertedPendulum-v5", 1, 0.01), ("HalfCheetah-v5", 6, 0.06), ("Humanoid-v5", 17, 0.17)]
 
 
 @pytest.mark.parametrize("env_id, dims, delta", DIMS)
-def test_trpo_default_trust_region_grows_with_the_action_dimensions(in_tmp, env_id, dims, delta):
-    """At its default, trpo's δ for Box actions is 0.005 per dimension, from 0.01 up to 0.04: 8 updates on
-    InvertedPendulum-v5 (1 dimension), HalfCheetah-v5 (6) and Humanoid-v5 (17) keep every measured KL ≤ δ and reach
-    above 0.8·δ, which a flat 0.01 or 0.02, or 0.005·d with no floor or no cap, would not all do. main resolves it
-    once, and the checkpoint holds the number."""
-    assert trpo.Args().target_kl is None
+@pytest.mark.parametrize("script", [npg, trpo], ids=["npg", "trpo"])
+def test_default_trust_region_grows_with_the_action_dimensions(script, in_tmp, env_id, dims, delta):
+    """At their defaults, npg's and trpo's δ for Box actions is 0.01 per dimension, and λ 0.1 per dimension: 8 updates
+    on InvertedPendulum-v5 (1 dimension), HalfCheetah-v5 (6) and Humanoid-v5 (17) keep every measured KL ≤ δ (npg,
+    with no line search: 1.1·δ) and reach
+    above 0.3·δ (the damping's share of ½·sᵀ(F + λI)s = δ keeps the KL below δ: 0.65·δ and 0.43·δ on HalfCheetah and
+    Humanoid), which a flat 0.01 or 0.02 would not all do. main resolves both once, and the checkpoint holds the
+    numbers."""
+    assert script.Args().target_kl is None and script.Args().cg_damping is None
     assert gym.make(env_id).action_space.shape == (dims,)
-    checkpoint, _, scalars = train_and_load(trpo, env_id=env_id, total_timesteps=2048, num_envs=2)
+    checkpoint, _, scalars = train_and_load(script, env_id=env_id, total_timesteps=2048, num_envs=2)
     assert checkpoint["args"]["target_kl"] == pytest.approx(delta, rel=1e-12)
+    assert checkpoint["args"]["cg_damping"] == pytest.approx(10 * delta, rel=1e-12)
     kls = torch.tensor(scalars["losses/kl"])
-    assert len(kls) == 8 and (kls <= delta).all() and kls.max() > 0.8 * delta
+    bound = delta if script is trpo else 1.1 * delta  # npg's KL is ½·sᵀFs to second order: 1.007·δ once here
+    assert len(kls) == 8 and (kls <= bound).all() and kls.max() > 0.3 * delta
 
 
 def test_trpo_skips_the_line_search_on_a_non_finite_step(in_tmp, monkeypatch):
