@@ -8,6 +8,7 @@ import importlib
 import inspect
 import shutil
 
+import gymnasium as gym
 import pytest
 import torch
 from conftest import SCRIPTS, only_run, read_scalars, tiny_args, train, train_and_load
@@ -166,7 +167,8 @@ EXTRA_KEYS = {"charts/cg_residual"}
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 @pytest.mark.parametrize("script", ["npg", "trpo"], indirect=True)
 def test_logged_kl_and_extra_keys(script, in_tmp, env_id):
-    """npg's KL sits near δ; trpo's is never above it. Both log their diagnostics."""
+    """npg's KL is δ at most, to second order (½·sᵀ(F + λI)s = δ, and λ takes a share), and near it at times; trpo's is
+    never above δ. Both log their diagnostics."""
     script.main(tiny_args(script, env_id=env_id, total_timesteps=1024, num_envs=2, num_steps=128))
     scalars = read_scalars(only_run())
     keys = EXTRA_KEYS | (
@@ -175,9 +177,9 @@ def test_logged_kl_and_extra_keys(script, in_tmp, env_id):
     assert keys <= set(scalars)
     kls = torch.tensor(scalars["losses/kl"])
     assert len(kls) == 4 and torch.isfinite(kls).all()
-    delta = script.Args().target_kl or {"CartPole-v1": 0.02, "Pendulum-v1": 0.01}[env_id]  # trpo: by the actions
+    delta = script.default_target_kl(gym.make(env_id).action_space)  # CartPole: npg 0.01, trpo 0.02; Pendulum: 0.01
     if script.__name__ == "npg":
-        assert (kls > 0.3 * delta).all() and (kls < 2.0 * delta).all()
+        assert (kls < 1.5 * delta).all() and kls.max() > 0.5 * delta
     else:
         assert (kls <= delta).all()
         accepted = torch.tensor(scalars["charts/line_search_accepted"])
