@@ -3,11 +3,11 @@
     maximise  L(θ) = Ê[πθ(a|s)/π_old(a|s) · Â]   subject to   Ê[KL(π_old(·|s) ‖ πθ(·|s))] ≤ δ
 
 Taken to first order in L and second order in the KL (whose Hessian at θ_old is the Fisher matrix F), the problem has
-the closed-form solution θ ← θ_old + s, with
+a closed-form solution; with F damped to F + λI, which keeps conjugate gradient well conditioned, it is θ ← θ_old + s,
 
-    g = ∇L(θ_old),   x ≈ (F + λI)⁻¹g  (conjugate gradient on products F·v),   s = √(2δ / xᵀ(F + λI)x) · x,
+    g = ∇L(θ_old),   x ≈ (F + λI)⁻¹g  (conjugate gradient on products (F + λI)·v),   s = √(2δ / xᵀ(F + λI)x) · x,
 
-so ½·sᵀ(F + λI)s = δ: the damping λ, which keeps CG well conditioned, also bounds the step's length in θ, as OpenAI
+so ½·sᵀ(F + λI)s = δ, and the KL to second order, ½·sᵀFs, is at most δ: the damping shortens the step too, as OpenAI
 Baselines', Spinning Up's and sb3-contrib's TRPO size it.
 
 Kakade 2002, "A Natural Policy Gradient"; the constrained form is from Schulman et al. 2015, "Trust Region Policy
@@ -71,10 +71,10 @@ class Args:
     num_steps: int = 512
     """the number of steps per env per policy update; the batch is num_envs · num_steps"""
     target_kl: float | None = None
-    """δ: the step is sized so that ½·sᵀ(F + λI)s = δ, the KL to second order; None: 0.01 for Discrete actions, and for
-    Box actions 0.01 per dimension (Humanoid-v5's 17: 0.17), so that many σ may fall as fast as a few"""
+    """δ: the step is sized so that ½·sᵀ(F + λI)s = δ, which bounds the KL to second order; None: 0.01 for Discrete
+    actions, and for Box actions 0.01 per dimension (Humanoid-v5, 17: 0.17), so that many σ may fall as fast as a few"""
     cg_iters: int = 10
-    """conjugate-gradient iterations for x ≈ F⁻¹g"""
+    """conjugate-gradient iterations for x ≈ (F + λI)⁻¹g"""
     cg_damping: float | None = None
     """λ in (F + λI)·v, which keeps CG well conditioned and the step short in θ; None: 0.1 for Discrete actions, and
     for Box actions 0.1 per dimension, sb3-contrib's δ and λ for a KL taken as the mean over the dimensions"""
@@ -99,7 +99,7 @@ class Args:
 
     def rules(self) -> dict[str, tuple[bool, str]]:
         """Each flag's range, as check_args applies it before anything runs: whether the value is in it, and the
-        range in words. A flag that may be None (off) passes with it."""
+        range in words. A flag that may be None (off, or chosen by main) passes with it."""
         batch = self.num_envs * self.num_steps
         positive = ["total_timesteps", "num_envs", "num_steps", "eval_episodes", "save_every", "vf_learning_rate"]
         positive += ["vf_iters", "target_kl", "cg_iters", "cg_damping", "fisher_subsample"]
@@ -325,7 +325,8 @@ def default_target_kl(action_space: gym.Space) -> float:
 
 
 def default_cg_damping(action_space: gym.Space) -> float:
-    """Args.cg_damping's None: λ grows with δ, so that the damping's share of the step's size stays the same."""
+    """Args.cg_damping's None. F of a KL summed over d dimensions is d times F of their mean, sb3-contrib's KL: 0.1·d
+    is its λ = 0.1, as 0.01·d is its δ = 0.01."""
     return 0.1 * action_space.shape[0] if isinstance(action_space, gym.spaces.Box) else 0.1
 
 

@@ -1,6 +1,7 @@
 """How far npg's step overshoots δ at a given CG damping: on the first batch of a run (npg's Atari settings, a fresh
 agent), the natural step s is computed with F from every k-th state and damping λ, and its KL is measured over the
-whole batch. ½·sᵀFs = δ is a quadratic model of that KL; npg takes s whatever the measured KL, as it has no line search.
+whole batch. ½·sᵀFs ≤ ½·sᵀ(F + λI)s = δ is a quadratic model of that KL; npg takes s whatever the measured KL, as it
+has no line search. (hyperparams.toml's figures were measured when s was sized by ½·sᵀFs = δ.)
 
     OMP_NUM_THREADS=1 python benchmarks/npg_damping.py --env-id ALE/Breakout-v5 --seeds 1 2 3
 

@@ -132,11 +132,14 @@ def sb3_sps(ours: str, env_id: str, steps: int, args: dict) -> tuple[float, floa
                 vf_coef=args["vf_coef"] / 2, max_grad_norm=args["max_grad_norm"], target_kl=args["target_kl"],
             )  # fmt: skip
         else:
+            # trpo's KL sums over a Box action's d dimensions, sb3-contrib's averages them: its δ and λ are ours / d.
+            trpo, space = load_script("trpo"), envs.action_space
+            d = space.shape[0] if isinstance(space, gym.spaces.Box) else 1
             model = TRPO(
                 "MlpPolicy", envs, tensorboard_log=tensorboard_log, **common,
                 learning_rate=args["vf_learning_rate"], n_critic_updates=args["vf_iters"],
-                cg_max_steps=args["cg_iters"], cg_damping=args["cg_damping"],
-                target_kl=args["target_kl"] or load_script("trpo").default_target_kl(envs.action_space),
+                cg_max_steps=args["cg_iters"], cg_damping=(args["cg_damping"] or trpo.default_cg_damping(space)) / d,
+                target_kl=(args["target_kl"] or trpo.default_target_kl(space)) / d,
                 line_search_shrinking_factor=args["backtrack_coef"], line_search_max_iter=args["backtrack_iters"],
             )  # fmt: skip
         start = time.perf_counter()

@@ -119,7 +119,7 @@ MUTANTS = {
     "evaluation: the normaliser keeps learning": ("    normalizer.frozen = True\n", "    normalizer.frozen = False\n"),
     "CG: β inverted": ("p = r + (rr_new / rr) * p", "p = r + (rr / rr_new) * p"),
     "CG: x moves against p": ("        x += alpha * p\n", "        x -= alpha * p\n"),
-    "natural step: √(δ / xᵀFx), without the 2": (
+    "natural step: √(δ / xᵀ(F + λI)x), without the 2": (
         "torch.sqrt(2 * target_kl / xFx.clamp_min(1e-12)) * x",
         "torch.sqrt(target_kl / xFx.clamp_min(1e-12)) * x",
     ),

@@ -500,6 +500,14 @@ def test_default_trust_region_grows_with_the_action_dimensions(script, in_tmp, e
     assert len(kls) == 8 and (kls <= bound).all() and kls.max() > 0.3 * delta
 
 
+def test_default_trust_region_on_discrete_actions():
+    """On Discrete actions the defaults do not grow: δ 0.01 for npg, which has no line search, 0.02 for trpo, and λ 0.1
+    for both."""
+    space = gym.spaces.Discrete(6)
+    assert (npg.default_target_kl(space), trpo.default_target_kl(space)) == (0.01, 0.02)
+    assert npg.default_cg_damping(space) == trpo.default_cg_damping(space) == 0.1
+
+
 def test_trpo_skips_the_line_search_on_a_non_finite_step(in_tmp, monkeypatch):
     """NaN advantages give a NaN step: the line search is not even tried, and θ stays θ_old bit for bit."""
     calls = []

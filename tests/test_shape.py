@@ -14,11 +14,11 @@ from conftest import ROOT, SCRIPTS
 # actions and not on Discrete ones (npg, with no line search, keeps 0.01 there; trpo takes 0.02).
 PER_SCRIPT = {"Args", "update", "main", "default_target_kl"}
 # diff's changed lines (those it marks < or >) between siblings, pinned at today's counts so that a change can only
-# bring a pair closer. ppo_clip-ppo_kl is 2 over issue 27's 55: ppo_kl saves β for --resume (issue 28); pg-npg is 48
+# bring a pair closer. ppo_clip-ppo_kl is 2 over issue 27's 55: ppo_kl saves β for --resume (issue 28); pg-npg is 51
 # over 131, all of it method and options pg lacks: npg's Fisher-vector product, J·v forward and Jᵀ·u backward with each
 # distribution's Fisher written out (issue 38), its default log σ, and its δ and λ that grow with the Box action's
 # dimensions, with the step sized by F + λI (issue 37); npg-trpo differs in δ on Discrete actions too (2 lines).
-DIFF_LIMITS = {("npg", "trpo"): 40, ("ppo_clip", "ppo_kl"): 57, ("pg", "npg"): 179}
+DIFF_LIMITS = {("npg", "trpo"): 40, ("ppo_clip", "ppo_kl"): 57, ("pg", "npg"): 182}
 
 
 def blocks(name: str) -> dict[str, str]:
