@@ -334,9 +334,9 @@ def natural_gradient_step(g: torch.Tensor, fvp, target_kl: float, cg_iters: int,
     """s = √(2δ / xᵀ(F + λI)x) · x with x ≈ (F + λI)⁻¹g: the step that maximises gᵀs subject to ½·sᵀ(F + λI)s = δ,
     for fvp(v) = F·v.
     Returns s and the CG residual. A zero gradient gives x = 0 and s = 0."""
-    x, residual = conjugate_gradient(lambda v: fvp(v) + damping * v, g, cg_iters)
-    xFx = x @ (fvp(x) + damping * x)
-    return torch.sqrt(2 * target_kl / xFx.clamp_min(1e-12)) * x, residual  # s = √(2δ / xᵀ(F + λI)x) · x
+    damped_fvp = lambda v: fvp(v) + damping * v  # noqa: E731  (F + λI)·v
+    x, residual = conjugate_gradient(damped_fvp, g, cg_iters)
+    return torch.sqrt(2 * target_kl / (x @ damped_fvp(x)).clamp_min(1e-12)) * x, residual  # s = √(2δ/xᵀ(F + λI)x)·x
 
 
 def guarded_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float = math.inf) -> bool:

@@ -120,8 +120,8 @@ MUTANTS = {
     "CG: β inverted": ("p = r + (rr_new / rr) * p", "p = r + (rr / rr_new) * p"),
     "CG: x moves against p": ("        x += alpha * p\n", "        x -= alpha * p\n"),
     "natural step: √(δ / xᵀ(F + λI)x), without the 2": (
-        "torch.sqrt(2 * target_kl / xFx.clamp_min(1e-12)) * x",
-        "torch.sqrt(target_kl / xFx.clamp_min(1e-12)) * x",
+        "torch.sqrt(2 * target_kl / (x @ damped_fvp(x))",
+        "torch.sqrt(target_kl / (x @ damped_fvp(x))",
     ),
     "δ's default: one δ whatever the dimensions": (
         "0.01 * action_space.shape[0] if isinstance",
@@ -131,7 +131,7 @@ MUTANTS = {
         "0.1 * action_space.shape[0] if isinstance",
         "0.1 if isinstance",
     ),
-    "the step sized by F, not F + λI": ("xFx = x @ (fvp(x) + damping * x)", "xFx = x @ fvp(x)"),
+    "the step sized by F, not F + λI": ("/ (x @ damped_fvp(x))", "/ (x @ fvp(x))"),
     "line search: the KL bound not checked": (
         "if kl <= target_kl and surrogate_new > surrogate_old:",
         "if surrogate_new > surrogate_old:",
