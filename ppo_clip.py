@@ -62,9 +62,9 @@ class Args:
     """the id of the gymnasium environment"""
     total_timesteps: int = 200_000
     """total environment steps, summed over the envs"""
-    num_envs: int = 4
+    num_envs: int = 1
     """the number of parallel environments"""
-    num_steps: int = 512
+    num_steps: int = 2048
     """the number of steps per env per policy update; the batch is num_envs · num_steps"""
     learning_rate: float = 3e-4
     """Adam's learning rate for the policy and the critic"""

@@ -18,13 +18,13 @@ CASES = [
     ("pg", "CartPole-v1", 30_000, 150),  # seeds 1, 2: 404.7†, 444.8† (449.6, 408.6 at 40,000)
     ("npg", "CartPole-v1", 60_000, 300),  # seed 1: 496.3 (458.6 at the 4 × 256 and ½·sᵀFs = δ of before)
     ("trpo", "CartPole-v1", 45_000, 300),  # seed 1: 491.2 (472.2 with ½·sᵀFs = δ; 500.0 at 4 × 256 with it)
-    ("ppo_clip", "CartPole-v1", 40_000, 300),  # seed 1: 467.9
-    ("ppo_kl", "CartPole-v1", 40_000, 300),  # seed 1: 444.0
+    ("ppo_clip", "CartPole-v1", 40_000, 300),  # seed 1: 475.1 at 1 × 2048 (467.9 at the 4 × 512 of before)
+    ("ppo_kl", "CartPole-v1", 50_000, 300),  # seed 1: 500.0 at 1 × 2048 (333.3 at 40,000; 444.0 there at 4 × 512)
     ("pg", "Pendulum-v1", 100_000, -1100),  # seeds 1, 2: −906.5, −942.9, with benchmarks/hyperparams.toml's 1e-2
     ("npg", "Pendulum-v1", 60_000, -700),  # seed 1: −395.7 at 4 × 256 (−151.2 with ½·sᵀFs = δ)
     ("trpo", "Pendulum-v1", 60_000, -700),  # seeds 1, 2: −535.2, −188.3 at 4 × 256 (−214.2 with ½·sᵀFs = δ)
-    ("ppo_clip", "Pendulum-v1", 70_000, -900),  # seeds 1, 2: −555.5, −795.8 (−808.4, −952.7 at 50,000), lr 1e-3
-    ("ppo_kl", "Pendulum-v1", 70_000, -900),  # seeds 1, 2: −433.4, −579.3 (−695.0, −819.2 at 50,000), at 1e-3
+    ("ppo_clip", "Pendulum-v1", 70_000, -900),  # seed 1: −641.9 (4 × 512, seeds 1, 2: −555.5, −795.8), lr 1e-3
+    ("ppo_kl", "Pendulum-v1", 70_000, -900),  # seed 1: −475.9 (4 × 512, seeds 1, 2: −433.4, −579.3), 1e-3
 ]
 
 
