@@ -119,8 +119,8 @@ PROBES_AND_BUDGETS = {
     "delayed reward": ("ProbeDelayedReward-v0", values_of_delayed_reward, 0.05, dict(total_timesteps=4096, gamma=0.5)),
     # P(a = 1) = 0.9853 (pg), 0.9659 (npg), 0.9995 (trpo), 0.9971 (ppo_clip), 0.9763 (ppo_kl)
     "bandit": ("ProbeBandit-v0", good_arm_probability, 0.1, dict(total_timesteps=10_000)),
-    # μ = 0.53 (pg), 0.45 (npg), 0.41 (trpo; both δ 0.01 on one dimension), 0.48 (ppo_clip), 0.49 (ppo_kl); at 20,000
-    # steps 0.47 to 0.50
+    # μ = 0.53 (pg), 0.45 (npg), 0.41 (trpo; both δ 0.01 on one dimension), 0.46 (ppo_clip and ppo_kl at 1 × 2048;
+    # 0.48 and 0.49 at 4 × 512); at 20,000 steps 0.47 to 0.50
     "target": ("ProbeTarget-v0", gaussian_mean, 0.15, dict(total_timesteps=14_000)),
 }
 
