@@ -30,8 +30,9 @@ CASES = [
 
 # pg's is the benchmarks' own override (benchmarks/hyperparams.toml): its one Adam step per batch at the default 5e-3
 # barely moves on Pendulum-v1 in this budget. PPO's 1e-3 is rl-zoo's Pendulum-v1 setting, used here to halve the
-# test's time: at the default 3e-4 (and log σ 0, the default of then), ppo_clip and ppo_kl needed 100,000 steps (seed 1:
-# −244.0 and −595.8); at 50,000 they were still near −1000 (−962.0, −1018.4 and −993.6, −1030.6, seeds 1, 2).
+# test's time: at the default 3e-4 (and log σ 0 and 4 × 512, the defaults of then), ppo_clip and ppo_kl needed 100,000
+# steps (seed 1: −244.0 and −595.8); at 50,000 they were still near −1000 (−962.0, −1018.4 and −993.6, −1030.6, seeds
+# 1, 2).
 # trpo's 4 × 256 is its table's there too: at its default 4 × 512, half the updates, seed 1 had −642.6 at 60,000; npg
 # at 4 × 512 (its default since issue 37) −684.7, too near the threshold.
 OVERRIDES = {
