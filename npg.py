@@ -82,7 +82,7 @@ class Args:
     """F is estimated on every k-th state of the batch, so a product F·v costs 1/k (OpenAI Baselines' TRPO: 5)"""
     gamma: float = 0.99
     """the discount factor γ"""
-    gae_lambda: float = 0.97
+    gae_lambda: float = 0.95
     """the GAE λ; 1 gives Monte-Carlo returns minus the baseline"""
     vf_learning_rate: float = 1e-3
     """Adam's learning rate for the value network"""

@@ -89,7 +89,7 @@ class Args:
     """the number of step sizes the line search tries, j = 0 … L−1"""
     gamma: float = 0.99
     """the discount factor γ"""
-    gae_lambda: float = 0.97
+    gae_lambda: float = 0.95
     """the GAE λ; 1 gives Monte-Carlo returns minus the baseline"""
     vf_learning_rate: float = 1e-3
     """Adam's learning rate for the value network"""
