@@ -16,13 +16,13 @@ from conftest import TargetEnv, only_run
 # runs); the untrained policy of seed 1 averages 20.8 on CartPole and −1393.8 on Pendulum.
 CASES = [
     ("pg", "CartPole-v1", 30_000, 150),  # seeds 1, 2: 404.7†, 444.8† (449.6, 408.6 at 40,000)
-    ("npg", "CartPole-v1", 60_000, 300),  # seed 1: 496.3 (458.6 at the 4 × 256 and ½·sᵀFs = δ of before)
-    ("trpo", "CartPole-v1", 45_000, 300),  # seed 1: 491.2 (472.2 with ½·sᵀFs = δ; 500.0 at 4 × 256 with it)
+    ("npg", "CartPole-v1", 60_000, 300),  # seed 1: 500.0 at λ 0.95 (496.3 at 0.97; 458.6 at 4 × 256, ½·sᵀFs = δ)
+    ("trpo", "CartPole-v1", 60_000, 300),  # seed 1: 460.5 at λ 0.95 (322.8 at 45,000, where 0.97 had 491.2)
     ("ppo_clip", "CartPole-v1", 40_000, 300),  # seed 1: 475.1 at 1 × 2048 (467.9 at the 4 × 512 of before)
     ("ppo_kl", "CartPole-v1", 50_000, 300),  # seed 1: 500.0 at 1 × 2048 (333.3 at 40,000; 444.0 there at 4 × 512)
     ("pg", "Pendulum-v1", 100_000, -1100),  # seeds 1, 2: −906.5, −942.9, with benchmarks/hyperparams.toml's 1e-2
-    ("npg", "Pendulum-v1", 60_000, -700),  # seed 1: −395.7 at 4 × 256 (−151.2 with ½·sᵀFs = δ)
-    ("trpo", "Pendulum-v1", 60_000, -700),  # seeds 1, 2: −535.2, −188.3 at 4 × 256 (−214.2 with ½·sᵀFs = δ)
+    ("npg", "Pendulum-v1", 60_000, -700),  # seed 1: −213.1 at 4 × 256, λ 0.95 (−395.7 at λ 0.97)
+    ("trpo", "Pendulum-v1", 60_000, -700),  # seeds 1, 2: −374.2, −215.0 at 4 × 256, λ 0.95 (−535.2, −188.3 at 0.97)
     ("ppo_clip", "Pendulum-v1", 70_000, -900),  # seed 1: −641.9 (4 × 512, seeds 1, 2: −555.5, −795.8), lr 1e-3
     ("ppo_kl", "Pendulum-v1", 70_000, -900),  # seed 1: −475.9 (4 × 512, seeds 1, 2: −433.4, −579.3), 1e-3
 ]
