@@ -98,11 +98,16 @@ SUITES = {
     # ppo_clip and SB3 PPO went from 3 seeds to 8 on Swimmer-v5 (declared before seeds 4-8 ran), because at 3 ppo_clip
     # was behind, 0.54x [0.32, 0.84], with 1 run of 3 swimming against 3 of 3, while its update equals PPO.train()'s to
     # rounding (tests/test_sb3_ground_truth.py): a bimodal task, where 3 seeds a side measure the draw.
+    # npg went from 1 seed to 3 on InvertedPendulum-v5 (declared before seeds 2 and 3 ran), because its seed 1 held
+    # 1000 from 50k steps to 800k and then fell to 315.7, under half of sb3-contrib's TRPO: is that fall the rule?
     "gym-mujoco": Suite(
         {env_id: 1_000_000 for env_id in MUJOCO},
         seeds=(1, 2, 3),
         seeds_of={"pg": (1,), "npg": (1,), "ppo_kl": (1,)},
-        seeds_at={(row, "Swimmer-v5"): (1, 2, 3, 4, 5, 6, 7, 8) for row in ("ppo_clip", "sb3-ppo-defaults")},
+        seeds_at={
+            **{(row, "Swimmer-v5"): (1, 2, 3, 4, 5, 6, 7, 8) for row in ("ppo_clip", "sb3-ppo-defaults")},
+            ("npg", "InvertedPendulum-v5"): (1, 2, 3),
+        },
         peers=("sb3-a2c", "sb3-trpo-defaults", "sb3-ppo-defaults"),
         tables=False,
     ),
