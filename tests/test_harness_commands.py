@@ -160,8 +160,10 @@ def test_the_gym_mujoco_suite_runs_the_nine_tasks_at_the_defaults_beside_the_lib
         algo: sorted({r.seed for r in runs if r.algo == algo and r.env_id != "Swimmer-v5"})
         for algo in {r.algo for r in runs}
     }
-    assert seeds == {"trpo": [1, 2, 3], "ppo_clip": [1, 2, 3], "pg": [1], "npg": [1], "ppo_kl": [1],
+    assert seeds == {"trpo": [1, 2, 3], "ppo_clip": [1, 2, 3], "pg": [1], "npg": [1, 2, 3], "ppo_kl": [1],
                      "sb3-a2c": [1, 2, 3], "sb3-trpo-defaults": [1, 2, 3], "sb3-ppo-defaults": [1, 2, 3]}  # fmt: skip
+    npg_seeds = {(r.env_id, r.seed) for r in runs if r.algo == "npg" and r.seed != 1}
+    assert npg_seeds == {("InvertedPendulum-v5", 2), ("InvertedPendulum-v5", 3)}  # npg's one task at 3 seeds
     assert {r.total_timesteps for r in runs} == {1_000_000}
     path = tmp_path / "hyperparams.toml"  # a per-env table changes the mujoco suite's command, not this suite's
     path.write_text('[trpo."Hopper-v5"]\ntarget_kl = 0.03\n')
