@@ -176,9 +176,14 @@ def versus(ours: list[float], peer: list[float]) -> str:
 def cell(c: Comparison) -> str:
     if np.isnan(c.low):
         return f"{c.point:.2f}× (one seed)" if c.ratio else f"{c.point:+.1f} (one seed)"
+    # a verdict's bound shows as many digits as it takes to differ from 1× (or 0): 1.002× ahead, not 1.00× ahead
+    digits, reference = (2, 1.0) if c.ratio else (1, 0.0)
+    bound = c.low if c.verdict == "ahead" else c.high
+    while c.verdict != "tied" and round(bound, digits) == reference and digits < 6:
+        digits += 1
     if c.ratio:
-        return f"{c.point:.2f}× [{c.low:.2f}, {c.high:.2f}] {c.verdict}"
-    return f"{c.point:+.1f} [{c.low:+.1f}, {c.high:+.1f}] {c.verdict}"
+        return f"{c.point:.{digits}f}× [{c.low:.{digits}f}, {c.high:.{digits}f}] {c.verdict}"
+    return f"{c.point:+.{digits}f} [{c.low:+.{digits}f}, {c.high:+.{digits}f}] {c.verdict}"
 
 
 def compared_peer(results: Results, algo: str, env_id: str) -> str | None:

@@ -113,6 +113,15 @@ def test_a_comparison_s_verdict_follows_its_bootstrap_interval(ours, peer, expec
     assert cell.endswith(expected) and ("×" in cell) == c.ratio
 
 
+def test_a_verdict_shows_the_digits_that_set_its_bound_apart_from_1x_or_0():
+    ahead = report.Comparison(True, 1.0005, 1.0003, 1.0008, "ahead")
+    assert report.cell(ahead) == "1.0005× [1.0003, 1.0008] ahead"
+    assert report.cell(report.Comparison(False, 0.5, 0.04, 0.9, "ahead")) == "+0.50 [+0.04, +0.90] ahead"
+    assert report.cell(report.Comparison(False, -0.5, -0.9, -0.04, "behind")) == "-0.50 [-0.90, -0.04] behind"
+    assert report.cell(report.Comparison(True, 1.001, 0.998, 1.004, "tied")) == "1.00× [1.00, 1.00] tied"
+    assert report.cell(report.Comparison(True, 1.10, 1.02, 1.19, "ahead")) == "1.10× [1.02, 1.19] ahead"
+
+
 def test_one_seed_on_a_side_gives_no_interval_and_no_verdict():
     c = report.compare([120.0], [100.0, 101.0])
     assert c.verdict == "one seed" and c.low != c.low  # NaN
