@@ -69,9 +69,9 @@ class Args:
     """the id of the gymnasium environment"""
     total_timesteps: int = 500_000
     """total environment steps, summed over the envs"""
-    num_envs: int = 4
+    num_envs: int = 2
     """the number of parallel environments"""
-    num_steps: int = 512
+    num_steps: int = 1024
     """the number of steps per env per policy update; the batch is num_envs · num_steps"""
     target_kl: float | None = None
     """δ: the step is sized so that ½·sᵀ(F + λI)s = δ, which bounds the KL to second order; None: 0.02 for Discrete
