@@ -16,7 +16,8 @@ which L improves and the exact mean KL is at most δ. If none qualifies, θ stay
 Kakade 2002, "A Natural Policy Gradient"; the constrained form is from Schulman et al. 2015, "Trust Region Policy
 Optimization". Â is GAE(γ, λ) (Schulman et al. 2016); the critic V is a separate network fitted by minibatch Adam.
 npg.py is pg.py with the Adam step on the policy replaced by the natural gradient step; trpo.py is npg.py plus a
-backtracking line search on s. `diff npg.py trpo.py` shows the line search and trpo's own δ for Discrete actions.
+backtracking line search on s. `diff npg.py trpo.py` shows the line search, trpo's own δ for Discrete actions and its
+default batch (npg 4 × 512, trpo 2 × 1024).
 
     python trpo.py --env-id Hopper-v5 --save-model  # without --env-id: CartPole-v1
 """

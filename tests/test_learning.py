@@ -108,9 +108,9 @@ def gaussian_mean(agent, observe):
 # 0.02). pg makes one Adam step per batch, which is why its default batch is 4 × 128 = 512 (with 4 × 512, 10,000 steps
 # are 4 updates, which move P(a = 1) only from 0.5 to 0.56); npg and trpo move the policy by a KL of at most δ = 0.01
 # per batch (trpo 0.02 on the bandit's Discrete actions). Their default batch is 2,048 since issue 37's screens (npg
-# 4 × 512, trpo 2 × 1024): the probes, which test the wiring, not the batch, give them 4 × 256 (at 4 × 512 the bandit's
-# 4 updates reached P(a = 1) = 0.8537 for trpo, 0.7611 for npg). The values in the comments are what seed 1 reached
-# here with OMP_NUM_THREADS=1.
+# 4 × 512; trpo 4 × 512, then 2 × 1024 since session 11): the probes, which test the wiring, not the batch, give them
+# 4 × 256 (at 4 × 512 the bandit's 4 updates reached P(a = 1) = 0.8537 for trpo, 0.7611 for npg). The values in the
+# comments are what seed 1 reached here with OMP_NUM_THREADS=1.
 PROBE_BATCH = {"npg": dict(num_steps=256), "trpo": dict(num_envs=4, num_steps=256)}
 PROBES_AND_BUDGETS = {
     # V(1) = 1.0000 (every script)

@@ -18,7 +18,7 @@ PER_SCRIPT = {"Args", "update", "main", "default_target_kl"}
 # over 131, all of it method and options pg lacks: npg's Fisher-vector product, J·v forward and Jᵀ·u backward with each
 # distribution's Fisher written out (issue 38), its default log σ, and its δ and λ that grow with the Box action's
 # dimensions, with the step sized by F + λI (issue 37); npg-trpo differs in δ on Discrete actions too (2 lines), and
-# in the default batch (4 lines: npg 4 × 512, trpo 2 × 1024 since issue 37's Swimmer-v5 screens of session 11).
+# in the default batch (4 lines: npg 4 × 512, trpo 2 × 1024 since session 11's Swimmer-v5 screens for issue 37).
 DIFF_LIMITS = {("npg", "trpo"): 44, ("ppo_clip", "ppo_kl"): 57, ("pg", "npg"): 182}
 
 
